@@ -1,0 +1,320 @@
+"""The Coordinator: the one place jobs are claimed and handed to pipeline workers.
+
+Submission wakes the dispatch loop directly (no polling between submit and
+start). Claims run one at a time from that loop, each an atomic statement in
+the store, for a worker that is idle right now. Deaths are learnt from Ray
+(ActorDiedError) or, for anything Ray cannot see, from expired leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from scribble_ray.jobs import Attempt, Job, NewJob, Status
+from scribble_ray.pipeline import AttemptResult, PipelineWorker
+from scribble_ray.settings import Settings
+from scribble_ray.store import open_store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+COORDINATOR_NAME = "coordinator"
+IDLE_SHRINK_SECONDS = 30.0
+
+
+@dataclass
+class Slot:
+    """One pipeline worker and the attempt it is running, if any."""
+
+    name: str
+    actor: Any
+    node: str | None = None  # known once the worker has started
+    job: Job | None = None
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+class Coordinator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.epoch = uuid.uuid4().hex[:6]  # tells this incarnation's workers apart
+        self.store = open_store(settings.store_url)
+        self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store")
+        self._slots: list[Slot] = []
+        self._next_worker = 0
+        self._wake = asyncio.Event()
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.started_at = time.time()
+        self.dispatched = 0
+        self.worker_deaths = 0
+        for _ in range(settings.pool_min):
+            self._add_worker()
+        self._spawn(self._dispatch_loop())
+        self._spawn(self._rescue_loop())
+        # Jobs inserted straight into the table by other services wake us too.
+        self._stop_listening = threading.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=self.store.listen,
+            args=(lambda: loop.call_soon_threadsafe(self._wake.set), self._stop_listening),
+            name="store-listen",
+            daemon=True,
+        ).start()
+
+    def __repr__(self) -> str:
+        return f"coordinator-{self.epoch}"
+
+    # -- the public API (called by ingress replicas, clients and tests) ----------
+    async def ping(self) -> str:
+        return self.epoch
+
+    async def submit(self, new: NewJob) -> tuple[Job, bool]:
+        """Make the job durable, then wake the dispatcher. Returns (job, created)."""
+        job, created = await self._call(self.store.create, new)
+        if created:
+            self._wake.set()
+        return job, created
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._call(self.store.get, job_id)
+
+    async def wait(self, job_id: str, seen: Status | None, timeout: float) -> Job | None:
+        """Return the job once its status differs from `seen` or it is final (long-poll)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            event = asyncio.Event()
+            self._watchers.setdefault(job_id, set()).add(event)
+            try:
+                job = await self.get(job_id)
+                if job is None or job.status.final or job.status != seen:
+                    return job
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return job
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except TimeoutError:
+                    return await self.get(job_id)
+            finally:
+                self._watchers.get(job_id, set()).discard(event)
+
+    async def cancel(self, job_id: str) -> Job | None:
+        job = await self._call(self.store.cancel, job_id)
+        self._notify(job_id)
+        return job
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        return await self._call(self.store.attempts, job_id)
+
+    async def list_jobs(self, **filters: Any) -> list[Job]:
+        return await self._call(lambda: self.store.list_jobs(**filters))
+
+    async def stats(self) -> dict[str, Any]:
+        counts = await self._call(self.store.counts)
+        return {
+            **counts,
+            "pool": {
+                "size": len(self._slots),
+                "busy": sum(1 for s in self._slots if s.job is not None),
+                "min": self.settings.pool_min,
+                "max": self.settings.pool_max,
+            },
+            "dispatched": self.dispatched,
+            "worker_deaths": self.worker_deaths,
+            "stale_writes_rejected": self.store.stale_writes,
+            "epoch": self.epoch,
+        }
+
+    async def workers(self) -> list[dict[str, Any]]:
+        return [
+            {"name": s.name, "node": s.node, "job": s.job.id if s.job else None}
+            for s in self._slots
+        ]
+
+    # -- dispatch ----------------------------------------------------------------
+    async def _dispatch_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                due_in = await self._dispatch_ready()
+            except Exception:
+                log.exception("dispatch failed; retrying")
+                due_in = 1.0
+            timeout = self.settings.fallback_poll_seconds
+            if due_in is not None:
+                timeout = min(timeout, due_in)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _dispatch_ready(self) -> float | None:
+        """Claim a job for every idle worker. Returns seconds until the next job is due."""
+        while True:
+            slot = self._idle_slot()
+            if slot is None:
+                return None  # a finishing worker wakes us
+            job = await self._call(
+                self.store.claim, slot.name, slot.node, self.settings.lease_seconds
+            )
+            if job is None:
+                self._shrink_idle_pool()
+                return await self._call(self.store.next_due_in)
+            slot.job = job
+            self.dispatched += 1
+            self._notify(job.id)
+            self._spawn(self._run(slot, job))
+
+    def _idle_slot(self) -> Slot | None:
+        """An idle worker that has started. A claim's lease starts ticking at once, so
+        never claim for a worker still starting up (it wakes us when it is ready)."""
+        idle = next((s for s in self._slots if s.job is None and s.node is not None), None)
+        growing = any(s.node is None for s in self._slots)  # grow one worker at a time
+        if idle is None and not growing and len(self._slots) < self.settings.pool_max:
+            self._add_worker()
+        return idle
+
+    async def _run(self, slot: Slot, job: Job) -> None:
+        try:
+            result: AttemptResult = await asyncio.wait_for(
+                slot.actor.run.remote(job), self.settings.job_timeout_seconds
+            )
+            if result.status is None:
+                log.info(
+                    "attempt %d of job %s was fenced off: %s", job.attempt, job.id, result.error
+                )
+        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+            # Ray saw the worker process die: the attempt is lost, requeue at once.
+            self.worker_deaths += 1
+            self._replace(slot)
+            await self._lost(job, "worker_died", f"pipeline worker {slot.name} died: {_short(exc)}")
+        except TimeoutError:
+            ray.kill(slot.actor, no_restart=True)
+            self._replace(slot)
+            await self._lost(
+                job, "timeout", f"attempt exceeded {self.settings.job_timeout_seconds:.0f} s"
+            )
+        except Exception as exc:
+            log.exception("job %s attempt %d: unexpected error", job.id, job.attempt)
+            await self._lost(job, "internal_error", _short(exc))
+        finally:
+            if slot.job is job:
+                slot.job = None
+                slot.idle_since = time.monotonic()
+            self._notify(job.id)
+            self._wake.set()
+
+    async def _lost(self, job: Job, code: str, message: str) -> None:
+        await self._call(
+            lambda: self.store.end_attempt(
+                job.id, job.attempt, code=code, message=message, retry=True, lost=True
+            )
+        )
+
+    async def _rescue_loop(self) -> None:
+        """Requeue attempts whose lease expired (their worker is gone or cut off)."""
+        interval = max(0.2, self.settings.lease_seconds / 2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                rescued = await self._call(self.store.rescue_expired)
+            except Exception:
+                log.exception("lease rescue failed")
+                continue
+            for job_id, attempt, status in rescued:
+                log.warning("job %s attempt %d lease expired: now %s", job_id, attempt, status)
+                self._notify(job_id)
+            if rescued:
+                self._wake.set()
+
+    # -- the pool ----------------------------------------------------------------
+    def _add_worker(self) -> Slot:
+        # Named per incarnation: readable in the dashboard, and a restarted coordinator
+        # never collides with the workers of the one before, which Ray is tearing down.
+        name = f"pipeline-{self._next_worker}@{self.epoch}"
+        self._next_worker += 1
+        actor = (
+            ray.remote(PipelineWorker)
+            .options(
+                name=name,
+                namespace=self.settings.namespace,
+                num_cpus=self.settings.pipeline_num_cpus,
+                max_restarts=0,
+            )
+            .remote(self.settings, name)
+        )
+        slot = Slot(name=name, actor=actor)
+        self._slots.append(slot)
+        self._spawn(self._learn_node(slot))
+        return slot
+
+    async def _learn_node(self, slot: Slot) -> None:
+        """Wait for a new worker to start; it is dispatched to from then on."""
+        try:
+            slot.node = (await slot.actor.info.remote())["node"]
+        except RayActorError:
+            log.warning("pipeline worker %s failed to start", slot.name)
+            self._replace(slot)
+        self._wake.set()
+
+    def _replace(self, slot: Slot) -> None:
+        if slot in self._slots:
+            self._slots.remove(slot)
+        while len(self._slots) < self.settings.pool_min:
+            self._add_worker()
+
+    def _shrink_idle_pool(self) -> None:
+        now = time.monotonic()
+        for slot in list(self._slots):
+            if len(self._slots) <= self.settings.pool_min:
+                return
+            if slot.job is None and now - slot.idle_since > IDLE_SHRINK_SECONDS:
+                self._slots.remove(slot)
+                ray.kill(slot.actor, no_restart=True)
+
+    # -- plumbing ----------------------------------------------------------------
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    def _notify(self, job_id: str) -> None:
+        for event in self._watchers.pop(job_id, set()):
+            event.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def get_or_create_coordinator(settings: Settings) -> Any:
+    """The one coordinator of a namespace: created once, restarted by Ray if it dies."""
+    return (
+        ray.remote(Coordinator)
+        .options(
+            name=COORDINATOR_NAME,
+            namespace=settings.namespace,
+            get_if_exists=True,
+            lifetime="detached",
+            max_restarts=-1,
+            max_task_retries=3,
+            max_concurrency=1000,
+            num_cpus=settings.coordinator_num_cpus,
+        )
+        .remote(settings)
+    )

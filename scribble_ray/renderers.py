@@ -1,0 +1,57 @@
+"""Line-art renderers, chosen by the `renderer` setting: local, gemini, or module:attr."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol
+
+import numpy as np
+
+from scribble_ray.jobs import Job, Kind, PermanentJobError
+from scribble_ray.render.images import decode_image
+from scribble_ray.render.lineart import render_lineart
+from scribble_ray.settings import Settings
+
+
+class Renderer(Protocol):
+    """Turns a job (and its uploaded bytes, for image jobs) into line art: 0 ink, 255 paper."""
+
+    name: str
+    supports_text: bool
+
+    def render(self, job: Job, source: bytes | None) -> np.ndarray: ...
+
+
+class LocalRenderer:
+    """OpenCV line art on the local CPU: no keys, no network."""
+
+    name = "local"
+    supports_text = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_pixels = settings.max_pixels
+
+    def render(self, job: Job, source: bytes | None) -> np.ndarray:
+        if job.kind is not Kind.IMAGE or source is None:
+            raise PermanentJobError(
+                "text prompts need the Gemini renderer (set SCRIBBLE_RENDERER=gemini)",
+                code="renderer_unavailable",
+            )
+        rgb = decode_image(source, max_pixels=self.max_pixels)
+        return render_lineart(rgb, job.options.detail)
+
+
+def make_renderer(settings: Settings) -> Renderer:
+    if settings.renderer == "local":
+        return LocalRenderer(settings)
+    if settings.renderer == "gemini":
+        from scribble_ray.render.gemini import GeminiRenderer
+
+        return GeminiRenderer(settings)
+    if ":" in settings.renderer:
+        # A plug-in: "package.module:factory", called with the settings.
+        module, _, attr = settings.renderer.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+        renderer: Renderer = factory(settings)
+        return renderer
+    raise ValueError(f"unknown renderer {settings.renderer!r}: use local, gemini or module:attr")

@@ -1,0 +1,63 @@
+"""One job's stages: decode, render line art, PNG, PDF, store. No Ray, no job store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from scribble_ray.blobs import BlobStore
+from scribble_ray.jobs import Job, JobError, artifact_key
+from scribble_ray.render.lineart import encode_png
+from scribble_ray.render.pdf import make_pdf
+from scribble_ray.renderers import Renderer
+
+
+class Aborted(JobError):
+    """The attempt lost its lease (cancelled or rescued): stop, write nothing more."""
+
+    code = "aborted"
+
+
+@dataclass
+class StageClock:
+    """Per-stage durations in seconds, as shown in the job's `timings`."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    check: Callable[[], bool] = lambda: True
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if not self.check():
+            raise Aborted(f"attempt no longer current before stage {name}")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 4)
+
+
+def run_stages(job: Job, renderer: Renderer, blobs: BlobStore, clock: StageClock) -> dict[str, str]:
+    """Run a job's stages; returns artifact name -> blob key. Raises JobError on failure."""
+    source = None
+    if job.input_key:
+        with clock.stage("fetch"):
+            try:
+                source = blobs.get(job.input_key)
+            except KeyError:
+                raise JobError(f"input {job.input_key} is missing", code="input_missing") from None
+    with clock.stage("render"):
+        lineart = renderer.render(job, source)
+    with clock.stage("encode_png"):
+        png = encode_png(lineart)
+    with clock.stage("pdf"):
+        pdf = make_pdf(png, page_size=job.options.page_size, title=job.options.title)
+    artifacts = {
+        "edge.png": artifact_key(job.id, "edge.png"),
+        "coloring_page.pdf": artifact_key(job.id, "coloring_page.pdf"),
+    }
+    with clock.stage("store"):
+        blobs.put(artifacts["edge.png"], png, "image/png")
+        blobs.put(artifacts["coloring_page.pdf"], pdf, "application/pdf")
+    return artifacts

@@ -1,0 +1,193 @@
+"""Exactly once through the whole system: workers and coordinators die, jobs do not."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import ray
+from PIL import Image
+
+from scribble_ray.coordinator import get_or_create_coordinator
+from scribble_ray.settings import Settings
+from scribble_ray.store import JobStore, open_store
+from tests.conftest import Service, start_service, stop_service
+
+SCRIPTED = "tests.fakes:scripted"
+FAST_RETRY = {"renderer": SCRIPTED, "lease_seconds": 2.0, "max_attempts": 3}
+
+
+def tiny_png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)).save(
+        buf, "PNG"
+    )
+    return buf.getvalue()
+
+
+PNG = tiny_png()
+
+
+@pytest.fixture
+def scripted(serve_url: str, tmp_path: Path) -> Iterator[Service]:
+    svc = start_service(serve_url, tmp_path, pool_min=2, pool_max=4, **FAST_RETRY)
+    yield svc
+    stop_service(svc)
+
+
+def submit(svc: Service, title: str) -> str:
+    resp = svc.http.post("/jobs", files={"image": ("t.png", PNG)}, data={"title": title})
+    assert resp.status_code == 202, resp.text
+    return str(resp.json()["id"])
+
+
+def wait_running(svc: Service, job_id: str) -> dict[str, Any]:
+    job = svc.http.get(f"/jobs/{job_id}", params={"wait": 30, "seen": "queued"}).json()
+    assert job["status"] == "running", job
+    return job
+
+
+def ledger(svc: Service, job_id: str) -> list[dict[str, Any]]:
+    return list(svc.http.get(f"/jobs/{job_id}/attempts").json()["attempts"])
+
+
+def assert_no_overlap(attempts: list[dict[str, Any]]) -> None:
+    for earlier, later in itertools.pairwise(attempts):
+        assert earlier["finished_at"] is not None
+        assert datetime.fromisoformat(earlier["finished_at"]) <= datetime.fromisoformat(
+            later["started_at"]
+        )
+
+
+def store_of(svc: Service) -> JobStore:
+    return open_store(f"sqlite:///{svc.data_dir / 'jobs.db'}", migrate=False)
+
+
+def test_worker_killed_mid_job_is_retried_once(scripted: Service) -> None:
+    job_id = submit(scripted, "sleep:3")
+    wait_running(scripted, job_id)
+    [first] = ledger(scripted, job_id)
+    ray.kill(ray.get_actor(first["worker"], namespace=scripted.namespace), no_restart=True)
+
+    job = scripted.wait_final(job_id)
+    assert job["status"] == "succeeded", (job, ledger(scripted, job_id))
+    assert job["attempt"] == 2, ledger(scripted, job_id)
+    attempts = ledger(scripted, job_id)
+    assert [a["outcome"] for a in attempts] == ["lost", "succeeded"]
+    assert "died" in attempts[0]["error"]
+    assert attempts[0]["worker"] != attempts[1]["worker"]
+    assert_no_overlap(attempts)
+
+
+def test_job_that_kills_its_worker_every_time_fails_after_max_attempts(
+    scripted: Service,
+) -> None:
+    job = scripted.wait_final(submit(scripted, "crash"))
+    assert job["status"] == "failed"
+    assert job["attempt"] == 3
+    # Ray reports the death (worker_died) unless the lease ran out first (lease_expired).
+    assert job["error"]["code"] in {"worker_died", "lease_expired"}
+    assert job["error"]["message"]
+    attempts = ledger(scripted, job["id"])
+    assert [a["outcome"] for a in attempts] == ["lost", "lost", "failed"]
+    assert_no_overlap(attempts)
+    # The pool replaced the dead workers and still works.
+    assert scripted.wait_final(submit(scripted, "fine"))["status"] == "succeeded"
+
+
+def test_cancelled_running_job_keeps_its_state_against_the_late_result(
+    scripted: Service,
+) -> None:
+    job_id = submit(scripted, "sleep:2")
+    wait_running(scripted, job_id)
+    cancelled = scripted.http.post(f"/jobs/{job_id}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    # The attempt ends on its own; its lease renewal or its result is fenced off.
+    coordinator = scripted.coordinator()
+    while any(w["job"] == job_id for w in ray.get(coordinator.workers.remote())):
+        ray.get(coordinator.wait.remote(job_id, None, 0.5))
+    job = scripted.http.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "cancelled"
+    assert job["artifacts"] == {}
+    assert [a["outcome"] for a in ledger(scripted, job_id)] == ["cancelled"]
+
+
+def test_coordinator_killed_with_200_jobs_in_flight(scripted: Service) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(lambda _: submit(scripted, "sleep:0.05"), range(200)))
+    stats = scripted.http.get("/stats").json()
+    assert stats["by_status"]["queued"] + stats["by_status"]["running"] > 0
+    ray.kill(scripted.coordinator(), no_restart=False)  # Ray restarts it
+
+    with ThreadPoolExecutor(16) as pool:
+        jobs = list(pool.map(scripted.wait_final, ids))
+    assert [j["status"] for j in jobs] == ["succeeded"] * 200
+    store = store_of(scripted)
+    assert store.overlapping_attempts() == 0
+    assert store.counts()["by_status"]["succeeded"] == 200
+    assert scripted.http.get("/stats").json()["epoch"] != stats["epoch"]
+
+
+def test_second_coordinator_on_the_same_database_claims_nothing_twice(
+    scripted: Service,
+) -> None:
+    second_ns = scripted.namespace + "-twin"
+    twin_settings = Settings.resolve(
+        {
+            "data_dir": str(scripted.data_dir),
+            "namespace": second_ns,
+            "pool_min": 2,
+            "pool_max": 2,
+            **FAST_RETRY,
+        }
+    )
+    twin = get_or_create_coordinator(twin_settings)
+    try:
+        ray.get(twin.ping.remote())
+        with ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(lambda _: submit(scripted, "sleep:0.02"), range(300)))
+            jobs = list(pool.map(scripted.wait_final, ids))
+    finally:
+        ray.kill(twin, no_restart=True)
+    assert all(j["status"] == "succeeded" and j["attempt"] == 1 for j in jobs)
+    store = store_of(scripted)
+    assert store.overlapping_attempts() == 0
+    workers = {store.attempts(i)[0].worker.split("@")[1] for i in ids}
+    assert len(workers) == 2, "both coordinators must have claimed jobs"
+
+
+def test_incident_scenario_over_http(serve_url: str, tmp_path: Path) -> None:
+    """8 ingress replicas, 4 pipeline workers, 1,000 jobs submitted at once."""
+    svc = start_service(
+        serve_url,
+        tmp_path,
+        ingress_replicas=8,
+        pool_min=4,
+        pool_max=4,
+        pipeline_num_cpus=0.25,
+        **FAST_RETRY,
+    )
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            ids = list(pool.map(lambda _: submit(svc, "fast"), range(1000)))
+            jobs = list(pool.map(svc.wait_final, ids))
+        assert len(set(ids)) == 1000
+        assert all(j["status"] == "succeeded" and j["attempt"] == 1 for j in jobs)
+        store = store_of(svc)
+        assert store.overlapping_attempts() == 0
+        assert store.counts()["by_status"] == {
+            "queued": 0,
+            "running": 0,
+            "succeeded": 1000,
+            "failed": 0,
+            "cancelled": 0,
+        }
+    finally:
+        stop_service(svc)
