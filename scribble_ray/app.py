@@ -8,15 +8,18 @@ the one Coordinator actor; they never touch the job store themselves.
 # FastAPI must see real types (Request, Status) to bind parameters.
 
 import asyncio
+import dataclasses
 import json
 import logging
+import typing
 import uuid
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 from ray import serve
 from ray.serve import Application
 from starlette.datastructures import UploadFile
@@ -36,12 +39,14 @@ from scribble_ray.jobs import (
     Status,
     artifact_key,
 )
+from scribble_ray.preflight import alive_nodes, check_cluster
 from scribble_ray.render.images import ImageRejected, decode_image
 from scribble_ray.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 60.0
+COORDINATOR_START_TIMEOUT = 120.0
 CONTENT_TYPES = {"edge.png": "image/png", "coloring_page.pdf": "application/pdf"}
 
 
@@ -147,6 +152,8 @@ class Ingress:
         self.settings = settings
         self.blobs = open_blobs(settings.blob_url, s3_endpoint_url=settings.s3_endpoint_url)
         self.coordinator = get_or_create_coordinator(settings)
+        # A replica is ready once the coordinator answers (its store is migrated).
+        ray.get(self.coordinator.ping.remote(), timeout=COORDINATOR_START_TIMEOUT)
 
     # -- submission --------------------------------------------------------------
     @api.post("/jobs", status_code=202, openapi_extra=SUBMIT_BODY)
@@ -164,12 +171,16 @@ class Ingress:
         )
         if upload is not None:
             new.input_key = artifact_key(job_id, INPUT_NAME)
-            self.blobs.put(new.input_key, upload, "application/octet-stream")
+            # Off the event loop: with S3 this is a network round trip of up to 20 MiB.
+            await asyncio.to_thread(
+                self.blobs.put, new.input_key, upload, "application/octet-stream"
+            )
         else:
             new.prompt = self._prompt(fields.get("prompt"))
         job, created = await self.coordinator.submit.remote(new)
         if not created and new.input_key:
-            self.blobs.delete(new.input_key)  # an idempotent repeat: keep only the first upload
+            # An idempotent repeat: keep only the first upload.
+            await asyncio.to_thread(self.blobs.delete, new.input_key)
         return JSONResponse(
             self._public(job),
             status_code=202 if created else 200,
@@ -274,7 +285,7 @@ class Ingress:
         if url:
             return RedirectResponse(url, status_code=307)
         try:
-            stream = self.blobs.open_stream(key)
+            stream = await asyncio.to_thread(self.blobs.open_stream, key)
         except KeyError:
             raise ApiError(404, "artifact_missing", f"{name} is missing from storage") from None
         return StreamingResponse(
@@ -323,36 +334,26 @@ class Ingress:
         return out
 
 
-class AppArgs(BaseModel):
-    """Typed application args (serve_config.yaml); unset ones fall back to the environment."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    data_dir: str | None = None
-    store_url: str | None = None
-    blob_url: str | None = None
-    s3_endpoint_url: str | None = None
-    renderer: str | None = None
-    gemini_model: str | None = None
-    gemini_base_url: str | None = None
-    namespace: str | None = None
-    pool_min: int | None = None
-    pool_max: int | None = None
-    pipeline_num_cpus: float | None = None
-    coordinator_num_cpus: float | None = None
-    ingress_num_cpus: float | None = None
-    ingress_replicas: int = 1
-    max_attempts: int | None = None
-    lease_seconds: float | None = None
-    job_timeout_seconds: float | None = None
-    max_upload_bytes: int | None = None
+def _app_args_model() -> type[BaseModel]:
+    """Typed application args: every Settings field, optional (unset falls back to the
+    environment), plus the ingress replica count. Derived, so the two never drift."""
+    hints = typing.get_type_hints(Settings)
+    fields: dict[str, Any] = {
+        f.name: (hints[f.name] | None, None) for f in dataclasses.fields(Settings)
+    }
+    fields["ingress_replicas"] = (int, 1)
+    return create_model("AppArgs", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def build_app(args: AppArgs) -> Application:
+AppArgs = _app_args_model()
+
+
+def build_app(args: AppArgs) -> Application:  # type: ignore[valid-type]
     """The application builder named by serve_config.yaml: settings resolved once, here."""
-    overrides = args.model_dump(exclude_none=True)
+    overrides = args.model_dump(exclude_none=True)  # type: ignore[attr-defined]
     replicas = overrides.pop("ingress_replicas")
     settings = Settings.resolve(overrides)
+    check_cluster(settings, alive_nodes())  # one node's SQLite/folder cannot serve many
     log.info("scribble-ray settings: %s", settings.public())
     return Ingress.options(
         num_replicas=replicas,

@@ -7,11 +7,13 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import ray
 from ray import serve
@@ -19,11 +21,40 @@ from ray import serve
 from scribble_ray.app import AppArgs, build_app
 from scribble_ray.coordinator import COORDINATOR_NAME
 
+ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
 PHOTOS = sorted(p for p in DATA.iterdir() if p.suffix in {".png", ".jpg"})
 POSTGRES_URL = os.environ.get(
     "SCRIBBLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema nobody else sees; yields a store URL selecting it.
+
+    The schema name is also the connections' application_name, so a test can find
+    (and terminate) exactly its own backends.
+    """
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield f"{POSTGRES_URL}?application_name={name}&options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+# Dummy credentials for the moto S3 server of the S3 and cluster tests, never real ones.
+# Ray workers get them through the runtime env, so boto3 in actors finds them in the
+# standard chain; no instance-metadata lookups leave the machine.
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 def free_port() -> int:
@@ -40,7 +71,7 @@ def ray_session() -> Iterator[None]:
         num_cpus=8,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent.parent)}},
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), **AWS_TEST_ENV}},
     )
     yield
     ray.shutdown()
@@ -53,6 +84,7 @@ class Service:
     url: str
     namespace: str
     data_dir: Path
+    store_url: str
     http: httpx.Client
 
     def coordinator(self) -> Any:
@@ -84,8 +116,9 @@ def start_service(serve_url: str, data_dir: Path, **args: Any) -> Service:
     namespace = f"test-{uuid.uuid4().hex[:8]}"
     app_args = AppArgs(data_dir=str(data_dir), namespace=namespace, **args)
     serve.run(build_app(app_args), name="scribble-ray", route_prefix="/")
+    store_url = args.get("store_url") or f"sqlite:///{data_dir.resolve() / 'jobs.db'}"
     http = httpx.Client(base_url=serve_url, timeout=60)
-    return Service(url=serve_url, namespace=namespace, data_dir=data_dir, http=http)
+    return Service(serve_url, namespace, data_dir, store_url, http)
 
 
 def stop_service(service: Service) -> None:

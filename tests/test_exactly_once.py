@@ -18,7 +18,7 @@ from PIL import Image
 from scribble_ray.coordinator import get_or_create_coordinator
 from scribble_ray.settings import Settings
 from scribble_ray.store import JobStore, open_store
-from tests.conftest import Service, start_service, stop_service
+from tests.conftest import Service, pg_schema, start_service, stop_service
 
 SCRIPTED = "tests.fakes:scripted"
 FAST_RETRY = {"renderer": SCRIPTED, "lease_seconds": 2.0, "max_attempts": 3}
@@ -35,9 +35,21 @@ def tiny_png() -> bytes:
 PNG = tiny_png()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each system-level race runs on both stores."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        with pg_schema() as url:
+            yield url
+
+
 @pytest.fixture
-def scripted(serve_url: str, tmp_path: Path) -> Iterator[Service]:
-    svc = start_service(serve_url, tmp_path, pool_min=2, pool_max=4, **FAST_RETRY)
+def scripted(serve_url: str, tmp_path: Path, store_url: str) -> Iterator[Service]:
+    svc = start_service(
+        serve_url, tmp_path, store_url=store_url, pool_min=2, pool_max=4, **FAST_RETRY
+    )
     yield svc
     stop_service(svc)
 
@@ -67,7 +79,7 @@ def assert_no_overlap(attempts: list[dict[str, Any]]) -> None:
 
 
 def store_of(svc: Service) -> JobStore:
-    return open_store(f"sqlite:///{svc.data_dir / 'jobs.db'}", migrate=False)
+    return open_store(svc.store_url, migrate=False)
 
 
 def test_worker_killed_mid_job_is_retried_once(scripted: Service) -> None:
@@ -142,6 +154,7 @@ def test_second_coordinator_on_the_same_database_claims_nothing_twice(
     twin_settings = Settings.resolve(
         {
             "data_dir": str(scripted.data_dir),
+            "store_url": scripted.store_url,
             "namespace": second_ns,
             "pool_min": 2,
             "pool_max": 2,
@@ -163,11 +176,12 @@ def test_second_coordinator_on_the_same_database_claims_nothing_twice(
     assert len(workers) == 2, "both coordinators must have claimed jobs"
 
 
-def test_incident_scenario_over_http(serve_url: str, tmp_path: Path) -> None:
+def test_incident_scenario_over_http(serve_url: str, tmp_path: Path, store_url: str) -> None:
     """8 ingress replicas, 4 pipeline workers, 1,000 jobs submitted at once."""
     svc = start_service(
         serve_url,
         tmp_path,
+        store_url=store_url,
         ingress_replicas=8,
         pool_min=4,
         pool_max=4,
