@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,17 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:8000", *, timeout: float = 60.0) -> None:
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 60.0,
+        token: str | None = None,
+    ) -> None:
+        """`token`: an API token (default: the SCRIBBLE_API_TOKEN environment variable)."""
+        token = token or os.environ.get("SCRIBBLE_API_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self.http.close()
@@ -55,25 +67,55 @@ class Client:
         return self._json(self.http.get(f"/jobs/{job_id}"))
 
     def wait(self, job_id: str, timeout: float = 600.0, on_change: Any = None) -> dict[str, Any]:
-        """Long-poll: one request per status change, not one every few seconds."""
-        job = self.get(job_id)
-        while job["status"] not in FINAL:
-            if on_change:
-                on_change(job)
-            job = self._json(
-                self.http.get(
-                    f"/jobs/{job_id}",
-                    params={"wait": min(30.0, timeout), "seen": job["status"]},
-                    timeout=min(30.0, timeout) + 30,
-                )
-            )
-        return job
+        """Wait for the job to end with one Server-Sent Events stream: one request in all.
+
+        `on_change(change)` is called with each status change as it happens. The server
+        closes a stream after a while (under the proxy's request timeout); the wait then
+        goes on with a new stream, and changes already reported are not repeated.
+        """
+        deadline = time.monotonic() + timeout
+        reported: set[tuple[str, int]] = set()
+        while True:
+            job = self._wait_stream(job_id, deadline - time.monotonic(), on_change, reported)
+            if job is not None:
+                return job
+            if time.monotonic() >= deadline:
+                return self.get(job_id)  # out of time: report what the server has
+
+    def _wait_stream(
+        self, job_id: str, timeout: float, on_change: Any, reported: set[tuple[str, int]]
+    ) -> dict[str, Any] | None:
+        """One SSE stream: the final job, or None when the server closed the stream first."""
+        with self.http.stream("GET", f"/jobs/{job_id}/events", timeout=timeout) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                self._json(resp)
+            event = None
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    if event == "job":
+                        return dict(data)
+                    key = (str(data.get("status")), int(data.get("attempt") or 0))
+                    if on_change and key not in reported:
+                        on_change(data)
+                    reported.add(key)
+        return None
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json(self.http.post(f"/jobs/{job_id}/cancel"))
 
     def attempts(self, job_id: str) -> list[dict[str, Any]]:
         return list(self._json(self.http.get(f"/jobs/{job_id}/attempts"))["attempts"])
+
+    def reprocess(
+        self, job_ids: list[str], *, lane: str = "batch", **options: str
+    ) -> list[dict[str, Any]]:
+        """Run past jobs again with new options (one request); new jobs point to their source."""
+        body = {"job_ids": job_ids, "lane": lane, **options}
+        return list(self._json(self.http.post("/jobs/reprocess", json=body))["jobs"])
 
     def list(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}

@@ -17,12 +17,17 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from scribble_ray.admission import Admission
+from scribble_ray.events import JobEvents
 from scribble_ray.jobs import Attempt, Job, NewJob, Status
+from scribble_ray.limits import CallLimiter, gemini_limiter, permit_holder
+from scribble_ray.metrics import get_metrics
 from scribble_ray.pipeline import AttemptResult, PipelineWorker
 from scribble_ray.settings import Settings
 from scribble_ray.store import open_store
@@ -32,6 +37,7 @@ T = TypeVar("T")
 
 COORDINATOR_NAME = "coordinator"
 IDLE_SHRINK_SECONDS = 30.0
+GAUGE_SECONDS = 10.0
 
 
 @dataclass
@@ -54,15 +60,16 @@ class Coordinator:
         self._slots: list[Slot] = []
         self._next_worker = 0
         self._wake = asyncio.Event()
-        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._events = JobEvents()
+        self._metrics = get_metrics()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.started_at = time.time()
         self.dispatched = 0
         self.worker_deaths = 0
         for _ in range(settings.pool_min):
             self._add_worker()
         self._spawn(self._dispatch_loop())
         self._spawn(self._rescue_loop())
+        self._spawn(self._gauges_loop())
         # Jobs inserted straight into the table by other services wake us too.
         self._stop_listening = threading.Event()
         loop = asyncio.get_running_loop()
@@ -81,11 +88,40 @@ class Coordinator:
         return self.epoch
 
     async def submit(self, new: NewJob) -> tuple[Job, bool]:
-        """Make the job durable, then wake the dispatcher. Returns (job, created)."""
-        job, created = await self._call(self.store.create, new)
+        """Make the job durable, then wake the dispatcher. Returns (job, created).
+
+        Raises AdmissionRefused (HTTP 429) when the owner is over its submission rate or
+        its queued-jobs cap; count and insert are serialized per owner, so concurrent
+        submissions through many replicas cannot overshoot the cap.
+        """
+        async with self._admission.lock(new.owner):
+            queued = await self._call(self.store.count_queued, new.owner)
+            self._admission.admit(new.owner, queued)
+            job, created = await self._call(self.store.create, new)
         if created:
+            self._accepted(job)
             self._wake.set()
         return job, created
+
+    async def submit_many(self, news: list[NewJob]) -> list[tuple[Job, bool]]:
+        """A batch in one call: every job durable before any is reported accepted."""
+        results = await self._call(lambda: [self.store.create(n) for n in news])
+        for job, created in results:
+            if created:
+                self._accepted(job)
+        self._wake.set()
+        return results
+
+    @cached_property
+    def _admission(self) -> Admission:
+        """Per-owner limits (issue #9): made on first use, in memory (a restart refills)."""
+        return Admission(
+            self.settings.max_submissions_per_minute, self.settings.max_queued_per_owner
+        )
+
+    def _accepted(self, job: Job) -> None:
+        self._events.record(job.id, job.status, job.attempt)
+        self._metrics.jobs_submitted.inc(tags={"kind": job.kind.value, "lane": job.lane.value})
 
     async def get(self, job_id: str) -> Job | None:
         return await self._call(self.store.get, job_id)
@@ -94,8 +130,7 @@ class Coordinator:
         """Return the job once its status differs from `seen` or it is final (long-poll)."""
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            event = asyncio.Event()
-            self._watchers.setdefault(job_id, set()).add(event)
+            event = self._events.waiter(job_id)
             try:
                 job = await self.get(job_id)
                 if job is None or job.status.final or job.status != seen:
@@ -108,11 +143,16 @@ class Coordinator:
                 except TimeoutError:
                     return await self.get(job_id)
             finally:
-                self._watchers.get(job_id, set()).discard(event)
+                self._events.forget(job_id, event)
+
+    async def events(self, job_id: str, after: int, timeout: float) -> list[dict[str, Any]]:
+        """Status changes of a job after the first `after` ones (for SSE streams)."""
+        return await self._events.wait_since(job_id, after, timeout)
 
     async def cancel(self, job_id: str) -> Job | None:
         job = await self._call(self.store.cancel, job_id)
-        self._notify(job_id)
+        if job is not None:
+            self._events.record(job_id, job.status, job.attempt)
         return job
 
     async def attempts(self, job_id: str) -> list[Attempt]:
@@ -143,6 +183,33 @@ class Coordinator:
             for s in self._slots
         ]
 
+    # -- Gemini call limits (issue #4) -------------------------------------------
+    # Pipeline workers ask here before every paid Gemini call: the one place that
+    # sees all work enforces the cluster-wide limits (concurrency, calls per
+    # minute), and a 429 seen by any worker slows every worker down. Made on first
+    # use; a restarted coordinator starts afresh (earlier permits just lapse).
+    @cached_property
+    def _gemini_limits(self) -> CallLimiter:
+        return gemini_limiter(self.settings)
+
+    async def gemini_acquire(self, holder: str) -> None:
+        """Wait until `holder` (a job's attempt, limits.permit_holder) may start one call."""
+        await self._gemini_limits.acquire(holder)
+
+    async def gemini_release(self, holder: str, *, throttled_for: float | None = None) -> None:
+        """`holder`'s call ended; `throttled_for`: the Retry-After of a 429, in seconds."""
+        self._gemini_limits.release(holder, throttled_for=throttled_for)
+
+    async def gemini_stats(self) -> dict[str, Any]:
+        return self._gemini_limits.stats().as_dict()
+
+    def _gemini_attempt_ended(self, job: Job) -> None:
+        """Called by _run for every attempt: one whose worker died mid-call never gave
+        its permit back, and the live workers must not wait for it (no-op otherwise)."""
+        self._gemini_limits.forget(permit_holder(job.id, job.attempt))
+
+    # -- end of Gemini call limits ------------------------------------------------
+
     # -- dispatch ----------------------------------------------------------------
     async def _dispatch_loop(self) -> None:
         while True:
@@ -172,8 +239,25 @@ class Coordinator:
                 return await self._call(self.store.next_due_in)
             slot.job = job
             self.dispatched += 1
-            self._notify(job.id)
+            self._claimed(job)
             self._spawn(self._run(slot, job))
+
+    def _claimed(self, job: Job) -> None:
+        self._events.record(job.id, Status.RUNNING, job.attempt)
+        if job.started_at and job.run_after:
+            pickup = max(0.0, (job.started_at - job.run_after).total_seconds())
+            self._metrics.pickup_latency.observe(pickup, tags={"lane": job.lane.value})
+
+    def _ended(self, job: Job, status: Status | None, outcome: str) -> None:
+        """Record how an attempt ended; `status` None: fenced off, nothing changed."""
+        self._metrics.attempts_ended.inc(tags={"outcome": outcome})
+        if status is None:
+            self._events.poke(job.id)
+            return
+        self._events.record(job.id, status, job.attempt)
+        if status.final:
+            self._metrics.jobs_finished.inc(tags={"outcome": status.value})
+            self._metrics.attempts_per_job.observe(job.attempt)
 
     def _idle_slot(self) -> Slot | None:
         """An idle worker that has started. A claim's lease starts ticking at once, so
@@ -193,9 +277,19 @@ class Coordinator:
                 log.info(
                     "attempt %d of job %s was fenced off: %s", job.attempt, job.id, result.error
                 )
-        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+            self._ended(job, result.status, result.status.value if result.status else "fenced")
+        except ActorUnavailableError:
+            # Unreachable is not dead: the attempt may still be running and renewing its
+            # lease. Stop using the worker; its lease decides whether the job is requeued.
+            log.warning(
+                "pipeline worker %s unreachable; job %s left to its lease", slot.name, job.id
+            )
+            ray.kill(slot.actor, no_restart=True)
+            self._replace(slot)
+        except (ActorDiedError, RayActorError) as exc:
             # Ray saw the worker process die: the attempt is lost, requeue at once.
             self.worker_deaths += 1
+            self._metrics.worker_deaths.inc()
             self._replace(slot)
             await self._lost(job, "worker_died", f"pipeline worker {slot.name} died: {_short(exc)}")
         except TimeoutError:
@@ -211,15 +305,16 @@ class Coordinator:
             if slot.job is job:
                 slot.job = None
                 slot.idle_since = time.monotonic()
-            self._notify(job.id)
+            self._gemini_attempt_ended(job)  # (issue #4: a dead worker's Gemini permit)
             self._wake.set()
 
     async def _lost(self, job: Job, code: str, message: str) -> None:
-        await self._call(
+        status = await self._call(
             lambda: self.store.end_attempt(
                 job.id, job.attempt, code=code, message=message, retry=True, lost=True
             )
         )
+        self._ended(job, status, "lost")
 
     async def _rescue_loop(self) -> None:
         """Requeue attempts whose lease expired (their worker is gone or cut off)."""
@@ -233,9 +328,32 @@ class Coordinator:
                 continue
             for job_id, attempt, status in rescued:
                 log.warning("job %s attempt %d lease expired: now %s", job_id, attempt, status)
-                self._notify(job_id)
+                self._events.record(job_id, status, attempt)
+                self._metrics.attempts_ended.inc(tags={"outcome": "lease_expired"})
             if rescued:
                 self._wake.set()
+
+    async def _gauges_loop(self) -> None:
+        """Publish the gauges, and the overlap alarm, which must stay 0."""
+        stale_reported = 0
+        while True:
+            try:
+                counts = await self._call(self.store.counts)
+                overlaps = await self._call(self.store.overlapping_attempts)
+            except Exception:
+                log.exception("gauge update failed")
+            else:
+                for lane, n in counts["queued_by_lane"].items():
+                    self._metrics.queue_depth.set(n, tags={"lane": lane})
+                self._metrics.overlapping_attempts.set(overlaps)
+                if overlaps:
+                    log.error("ALARM: %d overlapping attempts in the ledger", overlaps)
+            self._metrics.pool_size.set(len(self._slots))
+            stale = self.store.stale_writes
+            if stale > stale_reported:
+                self._metrics.stale_writes.inc(stale - stale_reported)
+                stale_reported = stale
+            await asyncio.sleep(GAUGE_SECONDS)
 
     # -- the pool ----------------------------------------------------------------
     def _add_worker(self) -> Slot:
@@ -250,6 +368,7 @@ class Coordinator:
                 namespace=self.settings.namespace,
                 num_cpus=self.settings.pipeline_num_cpus,
                 max_restarts=0,
+                scheduling_strategy="SPREAD",  # across nodes: one node's loss costs few
             )
             .remote(self.settings, name)
         )
@@ -286,10 +405,6 @@ class Coordinator:
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
-
-    def _notify(self, job_id: str) -> None:
-        for event in self._watchers.pop(job_id, set()):
-            event.set()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

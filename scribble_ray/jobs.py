@@ -71,14 +71,27 @@ def artifact_key(job_id: str, name: str) -> str:
     return f"jobs/{job_id}/{name}"
 
 
+LINE_WEIGHT_RANGE = (0.5, 3.0)
+
+
 @dataclass(frozen=True)
 class JobOptions:
     page_size: PageSize = PageSize.A4
     detail: Detail = Detail.MEDIUM
     title: str | None = None
+    line_weight: float = 1.0  # stroke width factor (local renderer)
+
+    def __post_init__(self) -> None:
+        if not LINE_WEIGHT_RANGE[0] <= self.line_weight <= LINE_WEIGHT_RANGE[1]:
+            raise ValueError("line_weight must be a number from 0.5 to 3.0")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"page_size": self.page_size.value, "detail": self.detail.value, "title": self.title}
+        return {
+            "page_size": self.page_size.value,
+            "detail": self.detail.value,
+            "title": self.title,
+            "line_weight": self.line_weight,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobOptions:
@@ -86,7 +99,20 @@ class JobOptions:
             page_size=PageSize(data.get("page_size") or PageSize.A4),
             detail=Detail(data.get("detail") or Detail.MEDIUM),
             title=data.get("title") or None,
+            line_weight=_line_weight(data.get("line_weight")),
         )
+
+
+def _line_weight(value: Any) -> float:
+    """A form field (text) or a JSON number; absent or empty means the default."""
+    if value is None or value == "":
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("line_weight must be a number from 0.5 to 3.0")
+    try:
+        return float(value)  # NaN and infinities fail the range check
+    except ValueError:
+        raise ValueError("line_weight must be a number from 0.5 to 3.0") from None
 
 
 @dataclass

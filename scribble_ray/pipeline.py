@@ -15,12 +15,14 @@ from typing import Any
 
 import cv2
 import ray
+from ray.exceptions import RayActorError
 
 from scribble_ray.blobs import open_blobs
-from scribble_ray.jobs import Job, JobError, Status, backoff_seconds
+from scribble_ray.jobs import Job, JobError, Status, TransientJobError, backoff_seconds
+from scribble_ray.metrics import get_metrics
 from scribble_ray.renderers import make_renderer
 from scribble_ray.settings import Settings
-from scribble_ray.stages import Aborted, StageClock, run_stages
+from scribble_ray.stages import STAGES, Aborted, StageClock, run_stages
 from scribble_ray.store import open_store
 
 log = logging.getLogger(__name__)
@@ -34,13 +36,49 @@ class AttemptResult:
     error: str | None = None
 
 
+class CoordinatorGate:
+    """The coordinator's cluster-wide limits on paid calls, as the renderer's CallGate.
+
+    Used from the stage thread, never the actor's event loop, so blocking is fine
+    (it waits on `ref.future()`: ray.get would warn about blocking an async actor,
+    which only its loop thread could). The coordinator is looked up on first use
+    (it created this worker, so it exists; a restarted one keeps its name)."""
+
+    def __init__(self, namespace: str) -> None:
+        self._namespace = namespace
+        self._coordinator: Any = None
+
+    def acquire(self, holder: str) -> None:
+        try:
+            self._actor().gemini_acquire.remote(holder).future().result()
+        except (RayActorError, ValueError) as exc:  # ValueError: no such actor (yet)
+            raise TransientJobError(
+                f"the coordinator did not grant a Gemini permit: {exc}",
+                code="coordinator_unavailable",
+            ) from None
+
+    def release(self, holder: str, *, throttled_for: float | None = None) -> None:
+        try:
+            ref = self._actor().gemini_release.remote(holder, throttled_for=throttled_for)
+            ref.future().result()
+        except (RayActorError, ValueError):  # the permit expires on its own
+            log.warning("could not return the Gemini permit of %s", holder, exc_info=True)
+
+    def _actor(self) -> Any:
+        if self._coordinator is None:
+            from scribble_ray.coordinator import COORDINATOR_NAME  # (it imports this module)
+
+            self._coordinator = ray.get_actor(COORDINATOR_NAME, namespace=self._namespace)
+        return self._coordinator
+
+
 class PipelineWorker:
     def __init__(self, settings: Settings, name: str) -> None:
         self.settings = settings
         self.name = name
         self.store = open_store(settings.store_url, migrate=False)
         self.blobs = open_blobs(settings.blob_url, s3_endpoint_url=settings.s3_endpoint_url)
-        self.renderer = make_renderer(settings)
+        self.renderer = make_renderer(settings, gate=CoordinatorGate(settings.namespace))
         self.current: tuple[str, int] | None = None
         cv2.setNumThreads(1)  # one job per worker; parallelism comes from the pool
 
@@ -75,6 +113,9 @@ class PipelineWorker:
         finally:
             renewer.cancel()
             self.current = None
+            for stage, seconds in clock.timings.items():
+                if stage in STAGES:
+                    get_metrics().stage_duration.observe(seconds, tags={"stage": stage})
 
     async def _end_failed(
         self, job: Job, exc: Exception, timings: dict[str, float]

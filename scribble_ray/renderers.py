@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from scribble_ray.jobs import Job, Kind, PermanentJobError
 from scribble_ray.render.images import decode_image
-from scribble_ray.render.lineart import render_lineart
+from scribble_ray.render.lineart import SOURCE_SIDE, render_lineart
 from scribble_ray.settings import Settings
+
+if TYPE_CHECKING:
+    from scribble_ray.limits import CallGate
 
 
 class Renderer(Protocol):
@@ -20,6 +23,15 @@ class Renderer(Protocol):
     supports_text: bool
 
     def render(self, job: Job, source: bytes | None) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ReportsUsage(Protocol):
+    """A renderer that counts what a render cost (paid calls, cache hits, tokens)."""
+
+    def usage(self, job: Job) -> dict[str, float]:
+        """Numbers for the job's `timings`, from its last render (also a failed one)."""
+        ...
 
 
 class LocalRenderer:
@@ -37,17 +49,18 @@ class LocalRenderer:
                 "text prompts need the Gemini renderer (set SCRIBBLE_RENDERER=gemini)",
                 code="renderer_unavailable",
             )
-        rgb = decode_image(source, max_pixels=self.max_pixels)
-        return render_lineart(rgb, job.options.detail)
+        rgb = decode_image(source, max_pixels=self.max_pixels, draft_side=SOURCE_SIDE)
+        return render_lineart(rgb, job.options.detail, line_weight=job.options.line_weight)
 
 
-def make_renderer(settings: Settings) -> Renderer:
+def make_renderer(settings: Settings, *, gate: CallGate | None = None) -> Renderer:
+    """`gate` paces paid calls (the coordinator's cluster-wide limits, in a worker)."""
     if settings.renderer == "local":
         return LocalRenderer(settings)
     if settings.renderer == "gemini":
         from scribble_ray.render.gemini import GeminiRenderer
 
-        return GeminiRenderer(settings)
+        return GeminiRenderer(settings, gate=gate)
     if ":" in settings.renderer:
         # A plug-in: "package.module:factory", called with the settings.
         module, _, attr = settings.renderer.partition(":")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from scribble_ray.auth import hash_token_spec
+
 ENV_PREFIX = "SCRIBBLE_"
 
 
@@ -25,12 +27,21 @@ class Settings:
     renderer: str = "local"  # local | gemini | module:attr of a Renderer factory
     gemini_model: str = "gemini-2.5-flash-image"
     gemini_base_url: str | None = None
+    gemini_prompt: str | None = None  # style instructions sent with every request (overrides ours)
+    gemini_timeout_seconds: float = 90.0  # one HTTP call; image generation takes 5-30 s
+    gemini_tries: int = 4  # HTTP tries per attempt on 429 / 5xx / timeouts
+    gemini_retry_base_seconds: float = 1.0  # backoff between those tries (doubling, jittered)
+    gemini_max_concurrency: int = 4  # Gemini calls in flight across the cluster
+    gemini_max_per_minute: int = 60  # Gemini calls started per minute across the cluster
     namespace: str = "scribble_ray"  # Ray namespace of the coordinator and pool
     pool_min: int = 1
     pool_max: int = 2
     pipeline_num_cpus: float = 0.5
     coordinator_num_cpus: float = 0.1
     ingress_num_cpus: float = 0.1
+    # Long-polls and SSE streams each hold a request slot for their whole wait: Serve's
+    # default (5 per replica) would let a handful of waiting clients block submissions.
+    ingress_max_ongoing_requests: int = 500
     max_attempts: int = 3
     lease_seconds: float = 15.0
     retry_base_seconds: float = 1.0
@@ -40,6 +51,11 @@ class Settings:
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 80_000_000
     max_prompt_chars: int = 2000
+    # Who may call the API (issue #9; see auth.py). Neither set: open mode, owner "local".
+    api_tokens_file: str | None = None  # lines `owner sha256hex [admin]`
+    api_tokens: str | None = None  # "owner=token,admin:ops=token2": hashed at once, see auth
+    max_submissions_per_minute: int = 60  # per owner (token bucket in the coordinator)
+    max_queued_per_owner: int = 200  # queued jobs per owner; more get 429
 
     @classmethod
     def resolve(
@@ -67,6 +83,8 @@ class Settings:
             data_dir=str(data),
             store_url=self.store_url or f"sqlite:///{data / 'jobs.db'}",
             blob_url=self.blob_url or f"file://{data / 'blobs'}",
+            # Plain tokens never outlive resolution: only their SHA-256 is kept.
+            api_tokens=hash_token_spec(self.api_tokens) if self.api_tokens else None,
         )
 
     def _validated(self) -> Settings:
@@ -78,6 +96,12 @@ class Settings:
             raise ValueError("max_attempts must be at least 1")
         if self.lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        if min(self.gemini_tries, self.gemini_max_concurrency, self.gemini_max_per_minute) < 1:
+            raise ValueError("gemini_tries, gemini_max_concurrency, gemini_max_per_minute >= 1")
+        if min(self.max_submissions_per_minute, self.max_queued_per_owner) < 1:
+            raise ValueError("max_submissions_per_minute and max_queued_per_owner must be >= 1")
+        if self.gemini_timeout_seconds <= 0:
+            raise ValueError("gemini_timeout_seconds must be positive")
         if not self.store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError(
                 f"store_url must be sqlite:///PATH or postgresql://..., got {self.store_url!r}"
@@ -92,6 +116,7 @@ class Settings:
         """Settings safe to show: credentials in URLs are masked."""
         out = dataclasses.asdict(self)
         out["store_url"] = _mask_password(self.store_url)
+        out["api_tokens"] = f"<{self.api_tokens.count('=')} hashed>" if self.api_tokens else None
         return out
 
 

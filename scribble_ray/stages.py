@@ -11,7 +11,9 @@ from scribble_ray.blobs import BlobStore
 from scribble_ray.jobs import Job, JobError, artifact_key
 from scribble_ray.render.lineart import encode_png
 from scribble_ray.render.pdf import make_pdf
-from scribble_ray.renderers import Renderer
+from scribble_ray.renderers import Renderer, ReportsUsage
+
+STAGES = ("fetch", "render", "encode_png", "pdf", "store")
 
 
 class Aborted(JobError):
@@ -48,7 +50,11 @@ def run_stages(job: Job, renderer: Renderer, blobs: BlobStore, clock: StageClock
             except KeyError:
                 raise JobError(f"input {job.input_key} is missing", code="input_missing") from None
     with clock.stage("render"):
-        lineart = renderer.render(job, source)
+        try:
+            lineart = renderer.render(job, source)
+        finally:  # what the attempt cost is recorded even when it failed
+            if isinstance(renderer, ReportsUsage):
+                clock.timings.update(renderer.usage(job))
     with clock.stage("encode_png"):
         png = encode_png(lineart)
     with clock.stage("pdf"):

@@ -68,6 +68,7 @@ def ray_session() -> Iterator[None]:
     # Logical CPUs above the 2 real cores: actors get fractions, and tests that
     # run several pipeline workers need room to schedule them.
     ray.init(
+        address="local",  # always a new cluster, never one another process left running
         num_cpus=8,
         include_dashboard=False,
         log_to_driver=False,
@@ -112,9 +113,14 @@ def serve_url(ray_session: None) -> Iterator[str]:
     serve.shutdown()
 
 
+# The service tests flood one owner with hundreds of jobs a minute: per-owner admission
+# limits stay out of their way unless a test sets them (tests/test_bad_input.py does).
+UNLIMITED = {"max_submissions_per_minute": 1_000_000, "max_queued_per_owner": 1_000_000}
+
+
 def start_service(serve_url: str, data_dir: Path, **args: Any) -> Service:
     namespace = f"test-{uuid.uuid4().hex[:8]}"
-    app_args = AppArgs(data_dir=str(data_dir), namespace=namespace, **args)
+    app_args = AppArgs(data_dir=str(data_dir), namespace=namespace, **{**UNLIMITED, **args})
     serve.run(build_app(app_args), name="scribble-ray", route_prefix="/")
     store_url = args.get("store_url") or f"sqlite:///{data_dir.resolve() / 'jobs.db'}"
     http = httpx.Client(base_url=serve_url, timeout=60)

@@ -6,9 +6,9 @@ Generative Language API: an `inlineData` PNG, `usageMetadata`, error JSON for
 Every call is recorded (arrival, answer, status) and calls in flight are counted.
 
 What a call gets is decided, in this order, by:
-  hold_if(call) -> True   the call waits until the test releases it (answered) or
-                          drops it (connection closed unanswered): a caller can be
-                          killed while its call is provably in flight
+  hold_if(call) -> True   the call waits until the test releases it, or until its
+                          caller hangs up (a worker killed while its call is
+                          provably in flight); it is then recorded as `hung_up`
   throttle(n, after)      the next n calls get 429 RESOURCE_EXHAUSTED
   fail(n, status)         the next n calls get a 5xx error
   markers in the prompt   "[block]" prompt blocked (SAFETY); "[finish-safety]" a
@@ -24,6 +24,8 @@ import hashlib
 import io
 import json
 import re
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -44,14 +46,14 @@ class Call:
     index: int
     model: str
     text: str  # the request's text parts, joined
-    image_sha256: str | None  # of the first inline image sent, if any
+    image: bytes | None = field(repr=False)  # the first inline image sent, if any
     arrived: float  # time.monotonic() (one clock for every process on this machine)
     finished: float | None = None
-    status: int | None = None  # None: dropped unanswered, or still in flight
+    status: int | None = None  # None: never answered (the caller hung up), or in flight
     image_sent: bool = False
+    hung_up: bool = False  # the caller went away before its answer
     retry_after: float | None = None  # what a 429 asked for
     _released: threading.Event = field(default_factory=threading.Event, repr=False)
-    _drop: bool = field(default=False, repr=False)
 
 
 class FakeGemini:
@@ -60,7 +62,6 @@ class FakeGemini:
         self.latency = latency
         self.slow_seconds = slow_seconds
         self._lock = threading.Condition()
-        self._stopping = threading.Event()
         self._calls: list[Call] = []
         self._in_flight = 0
         self._max_in_flight = 0
@@ -68,10 +69,13 @@ class FakeGemini:
         self._failures: list[int] = []  # statuses of each 5xx still to send
         self._hold_if: Callable[[Call], bool] | None = None
         self._held: list[Call] = []
+        self._closed = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     # -- lifecycle ---------------------------------------------------------------
     @property
@@ -84,21 +88,21 @@ class FakeGemini:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stopping.set()
-        with self._lock:
-            for call in self._held:
-                call._released.set()
+        self._closed.set()  # lets held calls go
         self._server.shutdown()
         self._server.server_close()
 
     # -- scripting ---------------------------------------------------------------
     def reset(self) -> None:
+        """Forget what was seen and scripted (between tests sharing one server)."""
         with self._lock:
             self._calls.clear()
             self._max_in_flight = self._in_flight
             self._throttle.clear()
             self._failures.clear()
             self._hold_if = None
+            self._held.clear()
+        self.latency = 0.0
 
     def throttle(self, count: int, retry_after: float) -> None:
         with self._lock:
@@ -119,10 +123,15 @@ class FakeGemini:
                 raise TimeoutError(f"no call was held within {timeout} s")
             return self._held.pop(0)
 
-    def release(self, call: Call, *, drop: bool = False) -> None:
-        """Let a held call go on: answered, or (drop) its connection closed unanswered."""
-        call._drop = drop
+    def release(self, call: Call) -> None:
+        """Let a held call go on to its answer."""
         call._released.set()
+
+    def wait_hung_up(self, call: Call, timeout: float = 60.0) -> None:
+        """Until the caller of a held call has gone (its process died)."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: call.hung_up, timeout):
+                raise TimeoutError(f"the caller of call {call.index} is still there")
 
     # -- what the server saw -----------------------------------------------------
     @property
@@ -158,7 +167,8 @@ class FakeGemini:
             return
         call = self._record(match["model"], body)
         try:
-            self._answer(handler, call)
+            if self._still_there(handler, call):
+                self._answer(handler, call)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -168,30 +178,47 @@ class FakeGemini:
     def _record(self, model: str, body: dict[str, Any]) -> Call:
         parts = [p for c in body.get("contents", []) for p in c.get("parts", [])]
         text = " ".join(p["text"] for p in parts if "text" in p)
-        images = [base64.b64decode(p["inlineData"]["data"]) for p in parts if "inlineData" in p]
+        images = [_b64(p["inlineData"]["data"]) for p in parts if "inlineData" in p]
         with self._lock:
             call = Call(
                 index=len(self._calls),
                 model=model,
                 text=text,
-                image_sha256=hashlib.sha256(images[0]).hexdigest() if images else None,
+                image=images[0] if images else None,
                 arrived=time.monotonic(),
             )
             self._calls.append(call)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
-            held = self._hold_if is not None and self._hold_if(call)
-            if held:
+            if self._hold_if is not None and self._hold_if(call):
                 self._held.append(call)
                 self._lock.notify_all()
-        if held:
-            call._released.wait()
+            else:
+                call._released.set()
         return call
 
+    def _still_there(self, handler: _Handler, call: Call) -> bool:
+        """Wait while the call is held; False (and `hung_up`) if its caller goes away."""
+        while not (call._released.wait(0.02) or self._closed.is_set()):
+            if _hung_up(handler.connection, 0):
+                with self._lock:
+                    call.hung_up = True
+                    self._lock.notify_all()
+                handler.close_connection = True
+                return False
+        return True
+
+    def _work(self, handler: _Handler, call: Call, seconds: float) -> bool:
+        """The model's work: `seconds`, cut short (False) if the caller hangs up."""
+        if seconds > 0 and _hung_up(handler.connection, seconds):
+            with self._lock:
+                call.hung_up = True
+                self._lock.notify_all()
+            handler.close_connection = True
+            return False
+        return True
+
     def _answer(self, handler: _Handler, call: Call) -> None:
-        if call._drop:
-            handler.close_connection = True  # no answer at all: the caller is gone
-            return
         with self._lock:
             retry_after = self._throttle.pop(0) if self._throttle else None
             failure = self._failures.pop(0) if self._failures and retry_after is None else None
@@ -217,9 +244,9 @@ class FakeGemini:
             parts = [{"text": "I can describe a dragon, but not draw one today."}]
             answer = {"candidates": [_candidate(parts)], "usageMetadata": GEMINI_USAGE}
             call.status = handler.reply(200, answer)
-        else:
-            # A stand-in for the model's work (and for "[slow]", for a client's timeout).
-            self._stopping.wait(self.slow_seconds if "[slow]" in call.text else self.latency)
+        elif self._work(
+            handler, call, self.slow_seconds if "[slow]" in call.text else self.latency
+        ):
             image = {"inlineData": {"mimeType": "image/png", "data": _page(call.text)}}
             answer = {"candidates": [_candidate([image])], "usageMetadata": GEMINI_USAGE}
             call.status = handler.reply(200, answer)
@@ -254,6 +281,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: a test's output is its assertions
+
+
+def _b64(data: str) -> bytes:
+    """The SDK sends URL-safe base64 without padding; the API takes either alphabet."""
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+def _hung_up(conn: socket.socket, timeout: float) -> bool:
+    """Whether the client closes its connection within `timeout` seconds. It sends
+    nothing while it waits for our answer, so "readable" means it hung up."""
+    readable, _, _ = select.select([conn], [], [], timeout)
+    if not readable:
+        return False
+    try:
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _error(

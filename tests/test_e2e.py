@@ -35,7 +35,12 @@ def test_photo_becomes_coloring_page_and_pdf(
     job = service.wait_final(submitted["id"])
     assert job["status"] == "succeeded", job
     assert job["attempt"] == 1
-    assert job["options"] == {"page_size": page_size, "detail": detail, "title": "My page"}
+    assert job["options"] == {
+        "page_size": page_size,
+        "detail": detail,
+        "title": "My page",
+        "line_weight": 1.0,
+    }
     assert {"render", "pdf", "store"} <= set(job["timings"])
     assert job["started_at"] and job["finished_at"]
     assert set(job["artifacts"]) == {"edge.png", "coloring_page.pdf"}

@@ -123,19 +123,18 @@ async def test_429s_halve_concurrency_down_to_one_and_successes_restore_it() -> 
     assert lim.stats().limit == 8
 
 
-async def test_a_job_asking_again_gives_back_the_permit_its_dead_attempt_held() -> None:
+async def test_the_permit_of_a_dead_holder_goes_to_the_next_in_line() -> None:
     lim = limiter(max_concurrency=1)
-    await lim.acquire("job-1")  # attempt 1: its worker dies mid-call, never releases
-    other = start(lim, "job-2")
+    await lim.acquire("job-1/1")  # its worker dies mid-call and never releases
+    other = start(lim, "job-2/1")
     await settle()
     assert not other.done()
-    again = start(lim, "job-1")  # attempt 2 of the same job: the old permit is freed...
-    await asyncio.wait_for(other, 1)  # ...and goes to the caller first in line
-    assert lim.stats().reclaimed == 1
-    assert not again.done()
-    lim.release("job-2")
-    await asyncio.wait_for(again, 1)
-    assert lim.stats().in_flight == 1
+    lim.forget("job-1/1")  # the coordinator learnt of the death from Ray
+    await asyncio.wait_for(other, 1)
+    assert lim.stats().reclaimed == 1 and lim.stats().in_flight == 1
+    lim.forget("job-3/1")  # an attempt that held no permit: nothing changes
+    lim.release("job-1/1")  # nor does a late release of a forgotten permit
+    assert lim.stats().reclaimed == 1 and lim.stats().in_flight == 1
 
 
 async def test_a_permit_held_past_max_hold_is_reclaimed() -> None:

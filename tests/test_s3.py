@@ -97,7 +97,7 @@ def test_presigned_url_serves_the_bytes(blobs: S3BlobStore) -> None:
 def test_retried_write_overwrites_in_place(
     blobs: S3BlobStore, s3_server: S3Server, bucket: str
 ) -> None:
-    big = os.urandom(9 * 1024 * 1024)  # above boto3's multipart threshold (8 MiB)
+    big = os.urandom(9 * 1024 * 1024)  # where boto3's upload_file would go multipart
     blobs.put("jobs/1/edge.png", big, "image/png")
     blobs.put("jobs/1/edge.png", b"second attempt", "image/png")
     assert blobs.get("jobs/1/edge.png") == b"second attempt"
@@ -203,7 +203,10 @@ def s3_service(
         s3_endpoint_url=s3_server.endpoint_url,
         pool_min=2,
         pool_max=4,
-        **FAST_RETRY,
+        # Ray reports the killed and crashed workers; a long lease keeps a busy machine
+        # from expiring healthy attempts, so every retry here is one the test caused.
+        **{**FAST_RETRY, "lease_seconds": 10.0},
+        max_submissions_per_minute=10_000,  # one owner submits 100 jobs at once here
     )
     yield S3Service(svc, bucket, s3_server)
     stop_service(svc)
@@ -306,6 +309,7 @@ def test_hundred_jobs_with_failures_leave_exactly_their_objects(s3_service: S3Se
     # its input, plus both artifacts once it succeeded. No strays, no second versions.
     expected = set()
     for job in store.list_jobs(limit=500):
+        assert job.input_key == f"jobs/{job.id}/{INPUT_NAME}"
         expected.add(s3_service.key(job.id, INPUT_NAME))
         if job.status == "succeeded":
             expected.update(s3_service.key(job.id, name) for name in ARTIFACT_NAMES)

@@ -81,6 +81,18 @@ def test_options_round_trip_and_reject_unknown_values() -> None:
         JobOptions.from_dict({"page_size": "A3"})
 
 
+def test_line_weight_option_defaults_parses_and_is_bounded() -> None:
+    assert JobOptions.from_dict({}).line_weight == 1.0
+    assert JobOptions.from_dict({"line_weight": ""}).line_weight == 1.0  # an empty form field
+    opts = JobOptions.from_dict({"line_weight": "2.5"})  # form fields are text
+    assert opts.line_weight == 2.5
+    assert JobOptions.from_dict(opts.to_dict()) == opts
+    assert JobOptions.from_dict({"line_weight": 0.5}).line_weight == 0.5  # JSON numbers
+    for bad in ["0.4", 3.5, "thick", "nan", "inf", True, [1.0]]:
+        with pytest.raises(ValueError, match="line_weight"):
+            JobOptions.from_dict({"line_weight": bad})
+
+
 @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "jobs/../x", "a//b", "", "jobs/x y"])
 def test_blob_keys_cannot_escape_the_store(key: str) -> None:
     with pytest.raises(ValueError):

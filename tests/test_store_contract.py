@@ -72,19 +72,22 @@ def _run_together(n: int, fn: Callable[[int], T]) -> list[T]:
 
 def test_migrate_is_idempotent(store_target: StoreTarget) -> None:
     s = store_target.open(migrate=False)
-    assert s.migrate() == 1
-    assert s.migrate() == 1
+    latest = len(s.migrations)
+    assert s.migrate() == latest
+    assert s.migrate() == latest
     job, _ = s.create(new_job())
-    assert s.migrate() == 1
+    assert s.migrate() == latest
     assert s.get(job.id) is not None  # re-running migrations kept the data
-    assert store_target.execute("SELECT version FROM schema_version") == [(1,)]
+    versions = store_target.execute("SELECT version FROM schema_version ORDER BY version")
+    assert versions == [(v,) for v in range(1, latest + 1)]
 
 
 def test_migrate_concurrently_from_four_threads(store_target: StoreTarget) -> None:
     # Four instances (own connections) open a brand-new database at the same moment.
     stores = _run_together(4, lambda _: store_target.open(migrate=True))
-    assert _run_together(4, lambda i: stores[i].migrate()) == [1, 1, 1, 1]
-    assert store_target.execute("SELECT version FROM schema_version") == [(1,)]
+    latest = len(stores[0].migrations)
+    assert _run_together(4, lambda i: stores[i].migrate()) == [latest] * 4
+    assert store_target.execute("SELECT count(*) FROM schema_version") == [(latest,)]
     job, created = stores[0].create(new_job())
     assert created
     assert [s.get(job.id) is not None for s in stores] == [True] * 4
@@ -624,3 +627,30 @@ def test_list_jobs_filters(store: JobStore, store_target: StoreTarget) -> None:
         page = store.list_jobs(limit=4, before=page[-1].created_at)
     assert seen == newest_first
     assert page == []
+
+
+def test_batch_lane_waits_for_interactive_and_is_fair_across_owners(
+    store_target: StoreTarget,
+) -> None:
+    store = store_target.open()
+    ordered = [
+        ("a", Lane.BATCH),
+        ("a", Lane.BATCH),
+        ("a", Lane.BATCH),
+        ("b", Lane.BATCH),
+        ("c", Lane.INTERACTIVE),
+    ]
+    ids = [store.create(new_job(owner=o, lane=lane))[0].id for o, lane in ordered]
+    shift = (
+        "UPDATE jobs SET run_after = run_after - :s WHERE id = :id"
+        if store_target.sqlite_path
+        else "UPDATE jobs SET run_after = run_after - make_interval(secs => :s) WHERE id = :id"
+    )
+    for age, job_id in enumerate(reversed(ids), start=1):  # distinct ages: first is oldest
+        store_target.execute(shift, s=float(age), id=job_id)
+    claimed = []
+    while (job := store.claim("w", None, 30.0)) is not None:
+        claimed.append(job.id)
+    # The interactive job although newest; then owner b's one job gets its turn
+    # while owner a already has one running, before a's older backlog.
+    assert claimed == [ids[4], ids[0], ids[3], ids[1], ids[2]]

@@ -78,11 +78,19 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, *, max_pixels: int = 80_000_000, max_side: int = 4096) -> np.ndarray:
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = 80_000_000,
+    max_side: int = 4096,
+    draft_side: int | None = None,
+) -> np.ndarray:
     """Decode an upload to an RGB uint8 array (H, W, 3), upright, alpha on white.
 
     The longest side is reduced to at most `max_side` as early as the format
-    allows (JPEG decodes at 1/2, 1/4 or 1/8 scale directly).
+    allows (JPEG decodes at 1/2, 1/4 or 1/8 scale directly). A caller that
+    needs no more than `draft_side` px lets a JPEG decode at the smallest such
+    scale still covering it (4x faster at 1/2), with no further resampling.
     """
     if not data:
         raise ImageRejected("The upload is empty.", code="empty_upload")
@@ -100,7 +108,7 @@ def decode_image(data: bytes, *, max_pixels: int = 80_000_000, max_side: int = 4
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[kind]])
         _check_pixels(im.size, max_pixels)
-        _draft(im, max_side)
+        _draft(im, min(max_side, draft_side or max_side))
         im.load()
         return _to_rgb_array(im, max_side)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -53,7 +53,7 @@ def load_queries(filename: str, now_expr: str) -> dict[str, str]:
 class JobStore(ABC):
     """Shared logic of the SQL stores. Methods are synchronous and thread-safe."""
 
-    migrations: tuple[str, ...] = ("migration_1",)
+    migrations: tuple[str, ...] = ("migration_1", "migration_2")
 
     def __init__(self) -> None:
         self._stale_lock = threading.Lock()
@@ -155,6 +155,8 @@ class JobStore(ABC):
         """Atomically claim the next runnable job for `worker`; attempt += 1."""
         with self.transaction() as tx:
             rows = tx.run("claim", worker=worker, node=node, lease=lease_seconds)
+            if not rows:  # interactive jobs always go first; then the batch lane
+                rows = tx.run("claim_batch", worker=worker, node=node, lease=lease_seconds)
             if not rows:
                 return None
             job = self._job(rows[0])
@@ -310,6 +312,11 @@ class JobStore(ABC):
             if r["status"] == Status.QUEUED:
                 queued_by_lane[r["lane"]] = queued_by_lane.get(r["lane"], 0) + int(r["n"])
         return {"by_status": by_status, "queued_by_lane": queued_by_lane}
+
+    def count_queued(self, owner: str) -> int:
+        """How many of `owner`'s jobs are queued (admission control)."""
+        with self.transaction() as tx:
+            return int(tx.run("count_queued_for_owner", owner=owner)[0]["n"])
 
     def overlapping_attempts(self) -> int:
         with self.transaction() as tx:

@@ -56,6 +56,12 @@ $$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS jobs_notify ON jobs;
 CREATE TRIGGER jobs_notify AFTER INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION scribble_notify_job();
 
+-- name: migration_2
+-- Claims select one lane at a time: index (lane, run_after, created_at).
+DROP INDEX IF EXISTS jobs_queue;
+CREATE INDEX IF NOT EXISTS jobs_queue_lane
+    ON jobs (lane, run_after, created_at) WHERE status = 'queued';
+
 -- name: schema_version
 SELECT coalesce(max(version), 0) AS version FROM schema_version;
 
@@ -84,8 +90,33 @@ SELECT * FROM jobs WHERE owner = :owner AND idempotency_key = :idempotency_key;
 -- (skipping rows other claimers hold), marks it running and opens its ledger row.
 WITH next AS (
     SELECT id FROM jobs
-     WHERE status = 'queued' AND run_after <= NOW
-     ORDER BY (lane = 'batch'), run_after, created_at
+     WHERE status = 'queued' AND lane = 'interactive' AND run_after <= NOW
+     ORDER BY run_after, created_at
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j
+       SET status = 'running', attempt = j.attempt + 1, lease_owner = :worker,
+           lease_expires_at = NOW + make_interval(secs => :lease), started_at = NOW,
+           updated_at = NOW, error = NULL, error_code = NULL
+      FROM next
+     WHERE j.id = next.id AND j.status = 'queued'
+    RETURNING j.*
+), ledger AS (
+    INSERT INTO attempts (job_id, attempt, worker, node, started_at)
+    SELECT id, attempt, :worker, :node, started_at FROM claimed
+)
+SELECT * FROM claimed;
+
+-- name: claim_batch
+-- When no interactive job is runnable: the batch lane, fair across owners (the
+-- owner with the fewest running batch jobs goes first), oldest first within one.
+WITH next AS (
+    SELECT id FROM jobs j
+     WHERE status = 'queued' AND lane = 'batch' AND run_after <= NOW
+     ORDER BY (SELECT count(*) FROM jobs r
+                WHERE r.status = 'running' AND r.lane = 'batch' AND r.owner = j.owner),
+              run_after, created_at
      LIMIT 1
        FOR UPDATE SKIP LOCKED
 ), claimed AS (
@@ -169,6 +200,10 @@ SELECT id, attempt, lease_owner FROM jobs WHERE status = 'running';
 SELECT CASE WHEN min(run_after) IS NULL THEN NULL
             ELSE greatest(0.0, extract(epoch FROM min(run_after) - NOW))::float8 END AS due_in
   FROM jobs WHERE status = 'queued';
+
+-- name: count_queued_for_owner
+-- Admission control: an owner's queued jobs (index jobs_owner narrows it to the owner).
+SELECT count(*) AS n FROM jobs WHERE owner = :owner AND status = 'queued';
 
 -- name: count_by_status
 SELECT status, lane, count(*) AS n FROM jobs GROUP BY status, lane;

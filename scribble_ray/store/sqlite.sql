@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (job_id, attempt)
 );
 
+-- name: migration_2
+-- (PostgreSQL changes its queue index here; SQLite's already fits the per-lane claims.)
+SELECT 1;
+
 -- name: schema_version
 SELECT coalesce(max(version), 0) AS version FROM schema_version;
 
@@ -73,13 +77,30 @@ SELECT * FROM jobs WHERE owner = :owner AND idempotency_key = :idempotency_key;
 
 -- name: claim
 -- The one place a job is claimed: a single conditional UPDATE ... RETURNING.
+-- Interactive jobs first, oldest runnable first.
 UPDATE jobs
    SET status = 'running', attempt = attempt + 1, lease_owner = :worker,
        lease_expires_at = NOW + :lease, started_at = NOW, updated_at = NOW,
        error = NULL, error_code = NULL
  WHERE id = (SELECT id FROM jobs
-              WHERE status = 'queued' AND run_after <= NOW
-              ORDER BY lane = 'batch', run_after, created_at
+              WHERE status = 'queued' AND lane = 'interactive' AND run_after <= NOW
+              ORDER BY run_after, created_at
+              LIMIT 1)
+   AND status = 'queued'
+RETURNING *;
+
+-- name: claim_batch
+-- When no interactive job is runnable: the batch lane, fair across owners (the
+-- owner with the fewest running batch jobs goes first), oldest first within one.
+UPDATE jobs
+   SET status = 'running', attempt = attempt + 1, lease_owner = :worker,
+       lease_expires_at = NOW + :lease, started_at = NOW, updated_at = NOW,
+       error = NULL, error_code = NULL
+ WHERE id = (SELECT id FROM jobs j
+              WHERE status = 'queued' AND lane = 'batch' AND run_after <= NOW
+              ORDER BY (SELECT count(*) FROM jobs r
+                         WHERE r.status = 'running' AND r.lane = 'batch' AND r.owner = j.owner),
+                       run_after, created_at
               LIMIT 1)
    AND status = 'queued'
 RETURNING *;
@@ -137,6 +158,10 @@ SELECT id, attempt, lease_owner FROM jobs WHERE status = 'running';
 
 -- name: next_due_in
 SELECT max(0.0, min(run_after) - NOW) AS due_in FROM jobs WHERE status = 'queued';
+
+-- name: count_queued_for_owner
+-- Admission control: an owner's queued jobs (index jobs_owner narrows it to the owner).
+SELECT count(*) AS n FROM jobs WHERE owner = :owner AND status = 'queued';
 
 -- name: count_by_status
 SELECT status, lane, count(*) AS n FROM jobs GROUP BY status, lane;

@@ -1,0 +1,127 @@
+"""Chart the pickup-latency distributions of the latest results (matplotlib, benchmarks only).
+
+    .venv/bin/python benchmarks/plot.py     # writes benchmarks/results/pickup-latency.png
+
+Reads benchmarks/results/incident-*.json (baseline, store claim loop, coordinator)
+and dispatch.json (steady-rate pickups) and draws one empirical CDF per
+contender on a log time axis: how long a job waited from insert to first start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+from benchmarks.common import RESULTS
+
+
+def _cdf(ax: object, seconds: list[float], label: str, style: str) -> None:
+    ms = sorted(max(0.1, 1000 * s) for s in seconds)  # log axis; SQLite ticks in whole ms
+    ys = [(i + 1) / len(ms) for i in range(len(ms))]
+    ax.step(ms, ys, where="post", label=label, linestyle=style)  # type: ignore[attr-defined]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=RESULTS / "pickup-latency.png")
+    args = p.parse_args(argv)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    incidents = sorted(args.results.glob("incident-poll*.json"))
+    peers = args.results / "peers-noop.json"
+    dispatch = args.results / "dispatch.json"
+    panels = [*incidents, *(p for p in (peers, dispatch) if p.exists())]
+    if not panels:
+        print("no results to plot: run benchmarks/incident.py and dispatch.py first")
+        return 1
+    cols = min(2, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, grid = plt.subplots(rows, cols, figsize=(7.5 * cols, 5.0 * rows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    styles = {"baseline": "-", "store": "--", "coordinator": "-.", "procrastinate": ":"}
+    reports = {path: json.loads(path.read_text()) for path in [*incidents, peers] if path.exists()}
+    for ax, path in zip(axes, [*incidents, *([peers] if peers.exists() else [])], strict=False):
+        report = reports[path]
+        prm = report["params"]
+        drawn = set()
+        for n in prm["workers"]:
+            for contender in prm["contenders"]:
+                runs = [
+                    r for r in report["runs"] if r["contender"] == contender and r["workers"] == n
+                ]
+                seconds = [s for r in runs for s in r["pickup_s"]]
+                if seconds:
+                    dups = sum(r["duplicate_executions"] for r in runs)
+                    label = f"{contender} x{n}" + (f" ({dups} dup execs)" if dups else "")
+                    _cdf(ax, seconds, label, styles.get(contender, ":"))
+                    drawn.add(contender)
+        if drawn == {"baseline"}:
+            # Only the baseline depends on the poll: borrow the others from a run with the
+            # same jobs and work (named in the legend).
+            for other, rep in reports.items():
+                if other == path or rep["params"]["jobs"] != prm["jobs"]:
+                    continue
+                if rep["params"]["work"] != prm["work"]:
+                    continue
+                for r in rep["runs"]:
+                    if r["contender"] != "baseline" and r["workers"] in prm["workers"]:
+                        drawn.add((r["contender"], r["workers"]))
+                for contender, n in sorted(x for x in drawn if isinstance(x, tuple)):
+                    seconds = [
+                        s
+                        for r in rep["runs"]
+                        if r["contender"] == contender and r["workers"] == n
+                        for s in r["pickup_s"]
+                    ]
+                    _cdf(ax, seconds, f"{contender} x{n} ({other.stem})", styles[contender])
+                break
+        load = report["machine_before"]["loadavg"][0]
+        title = f"{path.stem}: {prm['jobs']} jobs x {prm['work'] * 1000:.0f} ms" + (
+            f", baseline poll {prm['poll']:g} s ({prm['phase']})" if "baseline" in drawn else ""
+        )
+        ax.set_title(
+            f"{title}\nload avg {load:.1f}, {report['machine_before']['nproc']} CPUs, "
+            f"{prm['repeats']} run(s) pooled",
+            fontsize=9,
+        )
+    if dispatch.exists():
+        ax = axes[len(panels) - 1]
+        report = json.loads(dispatch.read_text())
+        for kind, phases in report["runs"].items():
+            seconds = [s for r in phases["steady"] for s in r["pickup_s"]]
+            if seconds:
+                _cdf(ax, seconds, f"coordinator, {kind}", "-")
+        prm = report["params"]
+        load = report["machine_before"]["loadavg"][0]
+        ax.axvline(5, color="grey", linewidth=0.8, linestyle=":")
+        ax.axvline(50, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(
+            f"dispatch: no-op jobs at {prm['rate']:g}/s for {prm['seconds']:g} s, "
+            f"pool {prm['pool']}\nload avg {load:.1f}; dotted: 5 ms and 50 ms targets",
+            fontsize=9,
+        )
+    for ax in axes[: len(panels)]:
+        ax.set_xscale("log")
+        ax.set_xlabel("pickup latency, ms (insert to first start; log scale)")
+        ax.set_ylabel("fraction of jobs")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
