@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = [s for r in runs for s in r["pickup_s"]]
                 if seconds:
                     dups = sum(r["duplicate_executions"] for r in runs)
-                    label = f"{contender} x{n}" + (f" ({dups} dup execs)" if dups else "")
+                    label = f"{contender} x{n}" + (
+                        f" ({dups} dup execs, {len(runs)} runs)" if dups else ""
+                    )
                     _cdf(ax, seconds, label, styles.get(contender, ":"))
                     drawn.add(contender)
         if drawn == {"baseline"}:
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, phases in report["runs"].items():
             seconds = [s for r in phases["steady"] for s in r["pickup_s"]]
             if seconds:
-                _cdf(ax, seconds, f"coordinator, {kind}", "-")
+                _cdf(ax, seconds, f"coordinator, {kind} ({len(phases['steady'])} runs)", "-")
         prm = report["params"]
         load = report["machine_before"]["loadavg"][0]
         ax.axvline(5, color="grey", linewidth=0.8, linestyle=":")

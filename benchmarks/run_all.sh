@@ -5,9 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-$PY benchmarks/incident.py                                        # 5 s poll, random phase
-$PY benchmarks/incident.py --poll 0.5 --phase aligned --repeats 3 # timers on one grid
-$PY benchmarks/dispatch.py --seconds 30 --repeats 3
-$PY benchmarks/http_path.py --requests 1000 --repeats 3
-$PY benchmarks/e2e.py
+$PY benchmarks/incident.py --contenders baseline                   # 5 s poll, random phase
+$PY benchmarks/incident.py --poll 0.5 --phase aligned --repeats 3 \
+  --contenders baseline store coordinator procrastinate            # timers on one grid
+$PY benchmarks/incident.py --work 0 --jobs 1000 --workers 4 --repeats 3 \
+  --contenders store coordinator procrastinate --out benchmarks/results/peers-noop.json
+$PY benchmarks/dispatch.py --seconds 30 --burst 3000 --store-only 1000 --repeats 3
+$PY benchmarks/dispatch.py --phases steady --rate 25 --seconds 20 \
+  --out benchmarks/results/dispatch-25.json
+$PY benchmarks/claim_batch.py --claims 1000 --k 4 16 --repeats 3
+$PY benchmarks/http_path.py --requests 600 --repeats 3
+$PY benchmarks/e2e.py --jobs 100 --repeats 3
 $PY benchmarks/plot.py
