@@ -255,6 +255,8 @@ def test_a_timeout_is_retried_then_reported(fake: FakeGemini, tmp_path: Path) ->
     assert "no answer within 0.5 s" in str(failure.value)
     calls = fake.calls
     assert len(calls) == 2
+    for call in calls:  # the server notices a hang-up on its own thread, a moment later
+        fake.wait_hung_up(call, timeout=30)
     fake_saw_hang_up = [c.hung_up for c in calls]
     assert fake_saw_hang_up == [True, True], "the client gave up; the server did not answer"
 
