@@ -5,14 +5,17 @@
     .venv/bin/python benchmarks/dispatch.py --stores postgres --profile
 
 The real Coordinator actor (ray.init(address="local")) with a pool of --pool pipeline
-workers and the benchmarks.plugins:noop renderer (a tiny page at once; the PNG and
-PDF stages still run). Per store:
+workers running a no-op pipeline (stages="benchmarks.plugins:noop_stages": the claim,
+the actor call and the worker's fenced result write, nothing else); --pipeline thin
+runs the real PNG, PDF and artifact stages on a tiny page instead. Each contender
+runs with every --jobs-per-call value (jobs claimed per statement and handed over
+per actor call). Per store:
 
   store-only  the ceiling of the serialized dispatch loop without Ray: one thread
-              draining a pre-loaded queue with JobStore.claim + JobStore.succeed.
+              draining a pre-loaded queue with JobStore.claim_many(k) + succeed_many.
   burst       --burst jobs committed to the store in one transaction while the
               coordinator idles, then one wake-up: drain rate (claims/s, first to last
-              start) and completion rate (jobs/s, insert to last finish).
+              start) and completion rate (jobs/s, the wake-up to the last result).
   steady      Coordinator.submit at --rate jobs/s for --seconds: submit-to-start
               latency (jobs.started_at - jobs.created_at, both the database clock).
 
@@ -33,6 +36,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,7 @@ from benchmarks.common import (
 )
 from scribble_ray.jobs import JobOptions, Kind, NewJob
 from scribble_ray.store import JobStore, open_store
+from scribble_ray.store.base import Success
 
 TARGET_P50_MS, TARGET_P99_MS, TARGET_RATE = 5.0, 50.0, 1000.0
 
@@ -150,35 +155,38 @@ def wait_final(store: JobStore, n: int, timeout: float) -> bool:
 
 
 # -- store-only ceiling ----------------------------------------------------------------
-def store_only(kind: str, n: int) -> dict[str, Any]:
+def store_only(kind: str, n: int, per_claim: int) -> dict[str, Any]:
     with store_url(kind) as url:
         store = open_store(url)
         bulk_insert(store, [new_job(i) for i in range(n)])
         claims: list[float] = []
         succeeds: list[float] = []
+        done = 0
         t0 = time.perf_counter()
         while True:
             a = time.perf_counter()
-            job = store.claim("bench", "bench", 60.0)
+            jobs = store.claim_many("bench", "bench", 60.0, per_claim)
             b = time.perf_counter()
-            if job is None:
+            if not jobs:
                 break
-            store.succeed(job.id, job.attempt, {}, {})
             claims.append(b - a)
+            # As a worker's group commit does for jobs that end together.
+            store.succeed_many([Success(job.id, job.attempt, {}, {}) for job in jobs])
             succeeds.append(time.perf_counter() - b)
+            done += len(jobs)
         wall = time.perf_counter() - t0
         store.close()
     return {
-        "jobs": len(claims),
-        "jobs_per_s": len(claims) / wall,
+        "jobs": done,
+        "jobs_per_s": done / wall,
         "claim_ms_p50": 1000 * median(claims),
-        "succeed_ms_p50": 1000 * median(succeeds),
+        "succeed_ms_p50": 1000 * median(succeeds),  # per call (k jobs)
     }
 
 
 # -- the coordinator ---------------------------------------------------------------------
 @contextmanager
-def coordinator(url: str, pool: int) -> Iterator[Any]:
+def coordinator(url: str, pool: int, jobs_per_call: int, pipeline: str) -> Iterator[Any]:
     import ray
 
     from scribble_ray.coordinator import get_or_create_coordinator
@@ -193,6 +201,8 @@ def coordinator(url: str, pool: int) -> Iterator[Any]:
                 "namespace": f"bench-{uuid.uuid4().hex[:8]}",
                 "pool_min": pool,
                 "pool_max": pool,
+                "jobs_per_call": jobs_per_call,
+                "stages": "benchmarks.plugins:noop_stages" if pipeline == "noop" else "",
                 "pipeline_num_cpus": 0.1,
                 "max_submissions_per_minute": 10**8,
                 "max_queued_per_owner": 10**8,
@@ -222,10 +232,10 @@ def _pid(actor: Any) -> int:
     return int(ray.get(actor.__ray_call__.remote(lambda self: os.getpid())))
 
 
-def burst(kind: str, n: int, pool: int, timeout: float, profile: bool) -> dict[str, Any]:
+def burst(kind: str, n: int, k: int, args: argparse.Namespace, profile: bool) -> dict[str, Any]:
     with store_url(kind) as url:
         store = open_store(url)
-        with coordinator(url, pool) as actor:
+        with coordinator(url, args.pool, k, args.pipeline) as actor:
             spy: subprocess.Popen[bytes] | None = None
             svg = RESULTS / f"dispatch-profile-{kind}.txt"
             svg.parent.mkdir(parents=True, exist_ok=True)
@@ -250,20 +260,23 @@ def burst(kind: str, n: int, pool: int, timeout: float, profile: bool) -> dict[s
                 )
                 time.sleep(1.0)
             bulk_insert(store, [new_job(i) for i in range(n)])
+            woke = time.time()  # the same clock as the database's timestamps (one host)
             actor.submit_many.remote([])  # one wake-up (PostgreSQL's NOTIFY also wakes it)
-            ok = wait_final(store, n, timeout)
+            ok = wait_final(store, n, args.timeout)
             if spy is not None:
                 spy.send_signal(2)  # SIGINT: py-spy writes collapsed stacks and exits
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     spy.wait(60)
         rows = timings(store)
-        cycle = cycle_breakdown(attempt_rows(url))
+        # Per-slot run/gap only mean something with one job per call: a batch's jobs
+        # all start (are claimed) at once.
+        cycle = cycle_breakdown(attempt_rows(url)) if k == 1 else {}
         store.close()
-    created = [c for c, _, _ in rows]
     started = sorted(s for _, s, _ in rows if s is not None)
     finished = [f for _, _, f in rows if f is not None]
     drain = (len(started) - 1) / (started[-1] - started[0]) if len(started) > 1 else float("nan")
-    done = len(finished) / (max(finished) - min(created)) if finished else float("nan")
+    # From the wake-up, not the first insert: inserting the burst takes seconds itself.
+    done = len(finished) / (max(finished) - woke) if finished else float("nan")
     waits = [s - c for c, s, _ in rows if s is not None]
     return {
         "jobs": n,
@@ -277,13 +290,14 @@ def burst(kind: str, n: int, pool: int, timeout: float, profile: bool) -> dict[s
     }
 
 
-def steady(kind: str, rate: float, seconds: float, pool: int, timeout: float) -> dict[str, Any]:
+def steady(kind: str, k: int, args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
-    n = int(rate * seconds)
+    rate = args.rate
+    n = int(rate * args.seconds)
     with store_url(kind) as url:
         store = open_store(url)
-        with coordinator(url, pool) as actor:
+        with coordinator(url, args.pool, k, args.pipeline) as actor:
             refs = []
             start = time.perf_counter()
             for i in range(n):  # open loop: each submission at its own time
@@ -293,7 +307,7 @@ def steady(kind: str, rate: float, seconds: float, pool: int, timeout: float) ->
                 refs.append(actor.submit.remote(new_job(i)))
             sent = time.perf_counter() - start
             ray.get(refs)
-            ok = wait_final(store, n, timeout)
+            ok = wait_final(store, n, args.timeout)
         rows = timings(store)
         store.close()
     pickups = [max(0.0, s - c) for c, s, _ in rows if s is not None]
@@ -319,6 +333,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=100.0, help="steady jobs/s (100)")
     p.add_argument("--seconds", type=float, default=60.0, help="steady duration (60)")
     p.add_argument("--pool", type=int, default=4, help="pipeline workers (4)")
+    p.add_argument(
+        "--jobs-per-call", type=int, nargs="+", default=[1, 16], help="claimed per call (1 16)"
+    )
+    p.add_argument("--pipeline", choices=["noop", "thin"], default="noop")
     p.add_argument("--store-only", type=int, default=2000, help="jobs for the ceiling; 0: skip")
     p.add_argument("--phases", nargs="+", choices=["store-only", "burst", "steady"], default=None)
     p.add_argument("--repeats", type=int, default=1)
@@ -338,28 +356,30 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     before = machine()
     ray_init(num_cpus=16)
+    contenders = [(kind, k) for kind in args.stores for k in args.jobs_per_call]
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        s: {"store-only": [], "burst": [], "steady": []} for s in args.stores
+        f"{kind} k={k}": {"store-only": [], "burst": [], "steady": []} for kind, k in contenders
     }
     for rep in range(args.repeats):
-        for kind in args.stores:
+        for kind, k in contenders:
+            name, tag = f"{kind} k={k}", f"rep {rep + 1} {kind} k={k}"
             if "store-only" in args.phases and args.store_only:
-                r = store_only(kind, args.store_only)
-                runs[kind]["store-only"].append(r)
-                print(f"rep {rep + 1} {kind} store-only: {r['jobs_per_s']:.0f} jobs/s", flush=True)
+                r = store_only(kind, args.store_only, k)
+                runs[name]["store-only"].append(r)
+                print(f"{tag} store-only: {r['jobs_per_s']:.0f} jobs/s", flush=True)
             if "burst" in args.phases:
-                r = burst(kind, args.burst, args.pool, args.timeout, args.profile and rep == 0)
-                runs[kind]["burst"].append(r)
+                r = burst(kind, args.burst, k, args, args.profile and rep == 0)
+                runs[name]["burst"].append(r)
                 print(
-                    f"rep {rep + 1} {kind} burst: drain {r['drain_jobs_per_s']:.0f}/s, "
+                    f"{tag} burst: drain {r['drain_jobs_per_s']:.0f}/s, "
                     f"done {r['done_jobs_per_s']:.0f}/s",
                     flush=True,
                 )
             if "steady" in args.phases:
-                r = steady(kind, args.rate, args.seconds, args.pool, args.timeout)
-                runs[kind]["steady"].append(r)
+                r = steady(kind, k, args)
+                runs[name]["steady"].append(r)
                 print(
-                    f"rep {rep + 1} {kind} steady: p50 {r['pickup']['p50_ms']:.1f} ms, "
+                    f"{tag} steady: p50 {r['pickup']['p50_ms']:.1f} ms, "
                     f"p99 {r['pickup']['p99_ms']:.1f} ms",
                     flush=True,
                 )
@@ -369,23 +389,23 @@ def main(argv: list[str] | None = None) -> int:
     after = machine()
 
     summary: dict[str, dict[str, float]] = {}
-    for kind in args.stores:
-        so, bu, st = runs[kind]["store-only"], runs[kind]["burst"], runs[kind]["steady"]
-        summary[kind] = {
+    for name, phases in runs.items():
+        so, bu, st = phases["store-only"], phases["burst"], phases["steady"]
+        summary[name] = {
             "store_only_jobs_per_s": median([r["jobs_per_s"] for r in so]),
             "claim_ms_p50": median([r["claim_ms_p50"] for r in so]),
             "succeed_ms_p50": median([r["succeed_ms_p50"] for r in so]),
             "burst_drain_jobs_per_s": median([r["drain_jobs_per_s"] for r in bu]),
             "burst_done_jobs_per_s": median([r["done_jobs_per_s"] for r in bu]),
-            "burst_run_ms_p50": median([r["run_ms_p50"] for r in bu]),
-            "burst_gap_ms_p50": median([r["gap_ms_p50"] for r in bu]),
+            "burst_run_ms_p50": median([r.get("run_ms_p50", nan) for r in bu]),
+            "burst_gap_ms_p50": median([r.get("gap_ms_p50", nan) for r in bu]),
             "steady_p50_ms": median([r["pickup"]["p50_ms"] for r in st]),
             "steady_p95_ms": median([r["pickup"]["p95_ms"] for r in st]),
             "steady_p99_ms": median([r["pickup"]["p99_ms"] for r in st]),
             "steady_achieved_rate": median([r["achieved_rate"] for r in st]),
         }
     headers = [
-        "store",
+        "store, jobs per call",
         "claim+succeed only /s",
         "claim ms",
         "burst drain /s",
@@ -398,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rows = [
         [
-            kind,
+            name,
             s["store_only_jobs_per_s"],
             s["claim_ms_p50"],
             s["burst_drain_jobs_per_s"],
@@ -409,19 +429,19 @@ def main(argv: list[str] | None = None) -> int:
             s["steady_p95_ms"],
             s["steady_p99_ms"],
         ]
-        for kind, s in summary.items()
+        for name, s in summary.items()
     ]
     print()
     print(
-        f"no-op jobs, pool {args.pool}; burst {args.burst}; steady {args.rate:g}/s for "
-        f"{args.seconds:g} s; medians of {args.repeats} run(s)"
+        f"{args.pipeline} pipeline, pool {args.pool}; burst {args.burst}; steady {args.rate:g}/s "
+        f"for {args.seconds:g} s; medians of {args.repeats} run(s)"
     )
     print(
         f"machine: {before['nproc']} CPUs, load average {before['loadavg'][0]:.1f} before, "
         f"{after['loadavg'][0]:.1f} after"
     )
     print(table(headers, rows))
-    for kind, s in summary.items():
+    for name, s in summary.items():
         verdicts = []
         if s["steady_p50_ms"] == s["steady_p50_ms"]:  # measured (not NaN)
             verdicts.append(
@@ -430,10 +450,12 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append(
                 f"p99 {'meets' if s['steady_p99_ms'] <= TARGET_P99_MS else 'MISSES'} 50 ms"
             )
-        if kind == "postgres" and s["burst_drain_jobs_per_s"] == s["burst_drain_jobs_per_s"]:
-            ok = s["burst_drain_jobs_per_s"] >= TARGET_RATE
-            verdicts.append(f"dispatch {'meets' if ok else 'MISSES'} 1,000 jobs/s")
-        print(f"{kind}: " + (", ".join(verdicts) or "no target measured"))
+        done = s["burst_done_jobs_per_s"]
+        if name.startswith("postgres") and done == done:
+            # Completion rate (insert to last result), not claims: a batch is claimed
+            # long before its last job runs.
+            verdicts.append(f"dispatch {'meets' if done >= TARGET_RATE else 'MISSES'} 1,000 jobs/s")
+        print(f"{name}: " + (", ".join(verdicts) or "no target measured"))
     report = {
         "benchmark": "dispatch",
         "params": {k: v for k, v in vars(args).items() if k != "out"},

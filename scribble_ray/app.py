@@ -58,6 +58,7 @@ from scribble_ray.jobs import (
 from scribble_ray.preflight import alive_nodes, check_cluster
 from scribble_ray.render.images import ImageRejected, decode_image
 from scribble_ray.settings import Settings
+from scribble_ray.tracing import Submission, configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +308,14 @@ def _options(fields: dict[str, Any]) -> JobOptions:
         ) from None
 
 
+def _replica_name() -> str:
+    """This replica's id, naming the process in its spans."""
+    try:
+        return f"ingress-{serve.get_replica_context().replica_id.unique_id}"
+    except Exception:  # RayServeException: not in a Serve replica
+        return "ingress"
+
+
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
@@ -315,6 +324,7 @@ class Ingress:
         self.tokens = load_tokens(settings.api_tokens_file, settings.api_tokens)
         self.blobs = open_blobs(settings.blob_url, s3_endpoint_url=settings.s3_endpoint_url)
         self.coordinator = get_or_create_coordinator(settings)
+        configure_tracing(settings, "ingress", _replica_name())
         # A replica is ready once the coordinator answers (its store is migrated).
         ray.get(self.coordinator.ping.remote(), timeout=COORDINATOR_START_TIMEOUT)
 
@@ -329,7 +339,14 @@ class Ingress:
         },
     )
     async def submit(self, request: Request, caller: Caller) -> JSONResponse:
-        """Submit a photo (multipart `image`) or a prompt (JSON or form `prompt`)."""
+        """Submit a photo (multipart `image`) or a prompt (JSON or form `prompt`).
+        A W3C `traceparent` header makes the job's trace continue the caller's."""
+        with Submission("POST /jobs", request.headers.get("traceparent")) as submission:
+            return await self._submit(request, caller, submission)
+
+    async def _submit(
+        self, request: Request, caller: Principal, submission: Submission
+    ) -> JSONResponse:
         fields, upload = await self._read_submission(request)
         options = _options(fields)
         job_id = str(uuid.uuid4())
@@ -341,6 +358,7 @@ class Ingress:
             lane=_lane(fields.get("lane")),
             idempotency_key=_idempotency_key(request),
             max_attempts=self.settings.max_attempts,
+            trace_id=submission.trace_id,
         )
         if upload is not None:
             new.input_key = artifact_key(job_id, INPUT_NAME)
@@ -356,6 +374,7 @@ class Ingress:
             if new.input_key:  # refused: the stored upload belongs to no job
                 await asyncio.to_thread(self.blobs.delete, new.input_key)
             raise _refused(exc) from None
+        submission.jobs.append((job, created))
         if not created and new.input_key:
             # An idempotent repeat: keep only the first upload.
             await asyncio.to_thread(self.blobs.delete, new.input_key)
@@ -546,9 +565,18 @@ class Ingress:
                     yield ": keep-alive\n\n"
 
     @api.post("/jobs/reprocess", status_code=202, responses=_errors(400, 401, 404, 422))
-    async def reprocess(self, body: ReprocessRequest, caller: Caller) -> JSONResponse:
+    async def reprocess(
+        self, request: Request, body: ReprocessRequest, caller: Caller
+    ) -> JSONResponse:
         """Run past jobs again with new options, in one request; each new job records its
-        source (lineage). Defaults to the batch lane, below interactive work."""
+        source (lineage). Defaults to the batch lane, below interactive work. The new jobs
+        share one trace: the caller's (W3C `traceparent`) or the request's."""
+        with Submission("POST /jobs/reprocess", request.headers.get("traceparent")) as sub:
+            return await self._reprocess(body, caller, sub)
+
+    async def _reprocess(
+        self, body: ReprocessRequest, caller: Principal, submission: Submission
+    ) -> JSONResponse:
         options = {k: v for k, v in body.model_dump().items() if k in JOB_OPTION_FIELDS and v}
         news = []
         for source_id in dict.fromkeys(body.job_ids):
@@ -564,9 +592,11 @@ class Ingress:
                     input_key=source.input_key,  # the upload is stored once, reused
                     source_job_id=source.id,
                     max_attempts=self.settings.max_attempts,
+                    trace_id=submission.trace_id,
                 )
             )
         results = await self.coordinator.submit_many.remote(news)
+        submission.jobs.extend(results)
         return JSONResponse({"jobs": [self._public(job) for job, _ in results]}, status_code=202)
 
     @api.get("/jobs", responses=_errors(401, 422))

@@ -42,12 +42,12 @@ GAUGE_SECONDS = 10.0
 
 @dataclass
 class Slot:
-    """One pipeline worker and the attempt it is running, if any."""
+    """One pipeline worker and the attempts handed to it (empty: idle)."""
 
     name: str
     actor: Any
     node: str | None = None  # known once the worker has started
-    job: Job | None = None
+    jobs: list[Job] = field(default_factory=list)
     idle_since: float = field(default_factory=time.monotonic)
 
 
@@ -167,7 +167,7 @@ class Coordinator:
             **counts,
             "pool": {
                 "size": len(self._slots),
-                "busy": sum(1 for s in self._slots if s.job is not None),
+                "busy": sum(1 for s in self._slots if s.jobs),
                 "min": self.settings.pool_min,
                 "max": self.settings.pool_max,
             },
@@ -179,7 +179,12 @@ class Coordinator:
 
     async def workers(self) -> list[dict[str, Any]]:
         return [
-            {"name": s.name, "node": s.node, "job": s.job.id if s.job else None}
+            {
+                "name": s.name,
+                "node": s.node,
+                "job": s.jobs[0].id if s.jobs else None,  # the first (usually only) one
+                "jobs": [j.id for j in s.jobs],
+            }
             for s in self._slots
         ]
 
@@ -226,21 +231,26 @@ class Coordinator:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _dispatch_ready(self) -> float | None:
-        """Claim a job for every idle worker. Returns seconds until the next job is due."""
+        """Claim work for every idle worker. Returns seconds until the next job is due."""
         while True:
             slot = self._idle_slot()
             if slot is None:
                 return None  # a finishing worker wakes us
-            job = await self._call(
-                self.store.claim, slot.name, slot.node, self.settings.lease_seconds
+            jobs = await self._call(
+                self.store.claim_many,
+                slot.name,
+                slot.node,
+                self.settings.lease_seconds,
+                self.settings.jobs_per_call,
             )
-            if job is None:
+            if not jobs:
                 self._shrink_idle_pool()
                 return await self._call(self.store.next_due_in)
-            slot.job = job
-            self.dispatched += 1
-            self._claimed(job)
-            self._spawn(self._run(slot, job))
+            slot.jobs = jobs
+            self.dispatched += len(jobs)
+            for job in jobs:
+                self._claimed(job)
+            self._spawn(self._run(slot, jobs))
 
     def _claimed(self, job: Job) -> None:
         self._events.record(job.id, Status.RUNNING, job.attempt)
@@ -262,59 +272,84 @@ class Coordinator:
     def _idle_slot(self) -> Slot | None:
         """An idle worker that has started. A claim's lease starts ticking at once, so
         never claim for a worker still starting up (it wakes us when it is ready)."""
-        idle = next((s for s in self._slots if s.job is None and s.node is not None), None)
+        idle = next((s for s in self._slots if not s.jobs and s.node is not None), None)
         growing = any(s.node is None for s in self._slots)  # grow one worker at a time
         if idle is None and not growing and len(self._slots) < self.settings.pool_max:
             self._add_worker()
         return idle
 
-    async def _run(self, slot: Slot, job: Job) -> None:
+    async def _run(self, slot: Slot, jobs: list[Job]) -> None:
+        unfinished = jobs  # attempts whose end the worker has not reported
         try:
-            result: AttemptResult = await asyncio.wait_for(
-                slot.actor.run.remote(job), self.settings.job_timeout_seconds
+            results: list[AttemptResult] = await asyncio.wait_for(
+                slot.actor.run_many.remote(jobs), self.settings.job_timeout_seconds * len(jobs)
             )
-            if result.status is None:
-                log.info(
-                    "attempt %d of job %s was fenced off: %s", job.attempt, job.id, result.error
-                )
-            self._ended(job, result.status, result.status.value if result.status else "fenced")
+            unfinished = []
+            for job, result in zip(jobs, results, strict=True):
+                if result.status is None:
+                    log.info(
+                        "attempt %d of job %s was fenced off: %s",
+                        job.attempt,
+                        job.id,
+                        result.error,
+                    )
+                self._ended(job, result.status, result.status.value if result.status else "fenced")
         except ActorUnavailableError:
-            # Unreachable is not dead: the attempt may still be running and renewing its
-            # lease. Stop using the worker; its lease decides whether the job is requeued.
+            # Unreachable is not dead: the attempts may still be running and renewing
+            # their leases. Stop using the worker; the leases decide what is requeued.
             log.warning(
-                "pipeline worker %s unreachable; job %s left to its lease", slot.name, job.id
+                "pipeline worker %s unreachable; %d job(s) left to their leases",
+                slot.name,
+                len(jobs),
             )
             ray.kill(slot.actor, no_restart=True)
             self._replace(slot)
         except (ActorDiedError, RayActorError) as exc:
-            # Ray saw the worker process die: the attempt is lost, requeue at once.
+            # Ray saw the worker process die: its attempts are lost, requeue at once.
             self.worker_deaths += 1
             self._metrics.worker_deaths.inc()
             self._replace(slot)
-            await self._lost(job, "worker_died", f"pipeline worker {slot.name} died: {_short(exc)}")
+            await self._lost(
+                unfinished, "worker_died", f"pipeline worker {slot.name} died: {_short(exc)}"
+            )
         except TimeoutError:
             ray.kill(slot.actor, no_restart=True)
             self._replace(slot)
             await self._lost(
-                job, "timeout", f"attempt exceeded {self.settings.job_timeout_seconds:.0f} s"
+                unfinished,
+                "timeout",
+                f"attempt exceeded {self.settings.job_timeout_seconds:.0f} s",
             )
         except Exception as exc:
-            log.exception("job %s attempt %d: unexpected error", job.id, job.attempt)
-            await self._lost(job, "internal_error", _short(exc))
+            log.exception("jobs %s: unexpected error", [j.id for j in jobs])
+            await self._lost(unfinished, "internal_error", _short(exc))
         finally:
-            if slot.job is job:
-                slot.job = None
+            if slot.jobs is jobs:
+                slot.jobs = []
                 slot.idle_since = time.monotonic()
-            self._gemini_attempt_ended(job)  # (issue #4: a dead worker's Gemini permit)
+            for job in jobs:
+                self._gemini_attempt_ended(job)  # (issue #4: a dead worker's Gemini permit)
             self._wake.set()
 
-    async def _lost(self, job: Job, code: str, message: str) -> None:
-        status = await self._call(
-            lambda: self.store.end_attempt(
-                job.id, job.attempt, code=code, message=message, retry=True, lost=True
+    async def _lost(self, jobs: list[Job], code: str, message: str) -> None:
+        """End the attempts a dead (or timed-out) worker was given and had not ended.
+
+        In a batch the worker wrote each result as it went: those attempts are no
+        longer running and are left alone (not counted as fenced-off writes)."""
+        if len(jobs) > 1:
+            current = await self._call(lambda: [self.store.get(j.id) for j in jobs])
+            jobs = [
+                j
+                for j, now in zip(jobs, current, strict=True)
+                if now is not None and now.status is Status.RUNNING and now.attempt == j.attempt
+            ]
+        for job in jobs:
+            status = await self._call(
+                lambda job=job: self.store.end_attempt(
+                    job.id, job.attempt, code=code, message=message, retry=True, lost=True
+                )
             )
-        )
-        self._ended(job, status, "lost")
+            self._ended(job, status, "lost")
 
     async def _rescue_loop(self) -> None:
         """Requeue attempts whose lease expired (their worker is gone or cut off)."""
@@ -397,7 +432,7 @@ class Coordinator:
         for slot in list(self._slots):
             if len(self._slots) <= self.settings.pool_min:
                 return
-            if slot.job is None and now - slot.idle_since > IDLE_SHRINK_SECONDS:
+            if not slot.jobs and now - slot.idle_since > IDLE_SHRINK_SECONDS:
                 self._slots.remove(slot)
                 ray.kill(slot.actor, no_restart=True)
 

@@ -22,8 +22,10 @@ from scribble_ray.jobs import Job, JobError, Status, TransientJobError, backoff_
 from scribble_ray.metrics import get_metrics
 from scribble_ray.renderers import make_renderer
 from scribble_ray.settings import Settings
-from scribble_ray.stages import STAGES, Aborted, StageClock, run_stages
-from scribble_ray.store import open_store
+from scribble_ray.stages import STAGES, Aborted, StageClock, stages_function
+from scribble_ray.store import JobStore, open_store
+from scribble_ray.store.base import Success
+from scribble_ray.tracing import traced_attempts
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,38 @@ class CoordinatorGate:
         return self._coordinator
 
 
+class ResultWriter:
+    """Writes successes as they come, and all that arrived during one write in the next
+    (a group commit): a job of seconds is written alone at once; jobs of a few ms,
+    handed out several per call, share commits instead of queueing for one each."""
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+        self._pending: list[tuple[Success, asyncio.Future[AttemptResult]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def write(self, success: Success) -> asyncio.Future[AttemptResult]:
+        done: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((success, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        return done
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                written = await asyncio.to_thread(self._store.succeed_many, [s for s, _ in batch])
+            except Exception as exc:  # the store is down: each attempt's caller sees it
+                for _, done in batch:
+                    done.set_exception(exc)
+                continue
+            for (s, done), ok in zip(batch, written, strict=True):
+                done.set_result(
+                    AttemptResult(s.job_id, s.attempt, Status.SUCCEEDED if ok else None)
+                )
+
+
 class PipelineWorker:
     def __init__(self, settings: Settings, name: str) -> None:
         self.settings = settings
@@ -79,7 +113,9 @@ class PipelineWorker:
         self.store = open_store(settings.store_url, migrate=False)
         self.blobs = open_blobs(settings.blob_url, s3_endpoint_url=settings.s3_endpoint_url)
         self.renderer = make_renderer(settings, gate=CoordinatorGate(settings.namespace))
+        self.run_stages = traced_attempts(stages_function(settings.stages), settings, name)
         self.current: tuple[str, int] | None = None
+        self.results = ResultWriter(self.store)
         cv2.setNumThreads(1)  # one job per worker; parallelism comes from the pool
 
     def __repr__(self) -> str:  # the name shown in the Ray dashboard and log prefixes
@@ -93,25 +129,41 @@ class PipelineWorker:
         }
 
     async def run(self, job: Job) -> AttemptResult:
-        self.current = (job.id, job.attempt)
-        lease_ok = threading.Event()
-        lease_ok.set()
-        renewer = asyncio.create_task(self._renew_lease(job, lease_ok))
-        clock = StageClock(check=lease_ok.is_set)
+        return (await self.run_many([job]))[0]
+
+    async def run_many(self, jobs: list[Job]) -> list[AttemptResult]:
+        """Run attempts claimed together, one after another; each result is written as
+        soon as its attempt ends, and every lease not yet ended is renewed meanwhile."""
+        held = {job.id: (job, threading.Event()) for job in jobs}
+        for _, lease_ok in held.values():
+            lease_ok.set()
+        renewer = asyncio.create_task(self._renew_leases(held))
         try:
-            artifacts = await asyncio.to_thread(run_stages, job, self.renderer, self.blobs, clock)
+            ended = [await self._run_one(job, held) for job in jobs]
+            return [r if isinstance(r, AttemptResult) else await r for r in ended]
+        finally:
             renewer.cancel()
-            ok = await asyncio.to_thread(
-                self.store.succeed, job.id, job.attempt, artifacts, clock.timings
-            )
-            return AttemptResult(job.id, job.attempt, Status.SUCCEEDED if ok else None)
+
+    async def _run_one(
+        self, job: Job, held: dict[str, tuple[Job, threading.Event]]
+    ) -> AttemptResult | asyncio.Future[AttemptResult]:
+        """Run one attempt; a success is handed to the result writer and not waited
+        for, so the next job starts while it commits."""
+        self.current = (job.id, job.attempt)
+        clock = StageClock(check=held[job.id][1].is_set)
+        try:
+            try:
+                artifacts = await asyncio.to_thread(
+                    self.run_stages, job, self.renderer, self.blobs, clock
+                )
+            finally:  # the attempt's own write ends it: stop renewing first
+                del held[job.id]
+            return self.results.write(Success(job.id, job.attempt, artifacts, clock.timings))
         except Aborted as exc:
             return AttemptResult(job.id, job.attempt, None, str(exc))
         except Exception as exc:
-            renewer.cancel()
             return await self._end_failed(job, exc, clock.timings)
         finally:
-            renewer.cancel()
             self.current = None
             for stage, seconds in clock.timings.items():
                 if stage in STAGES:
@@ -140,18 +192,18 @@ class PipelineWorker:
         )
         return AttemptResult(job.id, job.attempt, status, message)
 
-    async def _renew_lease(self, job: Job, lease_ok: threading.Event) -> None:
+    async def _renew_leases(self, held: dict[str, tuple[Job, threading.Event]]) -> None:
         """Renew at a third of the lease; a refused renewal means stop (fencing)."""
         interval = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
-            try:
-                ok = await asyncio.to_thread(
-                    self.store.renew, job.id, job.attempt, self.settings.lease_seconds
-                )
-            except Exception:  # the store is unreachable: keep trying while the lease lasts
-                log.warning("lease renewal of job %s failed", job.id, exc_info=True)
-                continue
-            if not ok:
-                lease_ok.clear()
-                return
+            for job, lease_ok in list(held.values()):
+                try:
+                    ok = await asyncio.to_thread(
+                        self.store.renew, job.id, job.attempt, self.settings.lease_seconds
+                    )
+                except Exception:  # the store is unreachable: keep trying while the lease lasts
+                    log.warning("lease renewal of job %s failed", job.id, exc_info=True)
+                    continue
+                if not ok:
+                    lease_ok.clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -61,10 +61,13 @@ def make_renderer(settings: Settings, *, gate: CallGate | None = None) -> Render
         from scribble_ray.render.gemini import GeminiRenderer
 
         return GeminiRenderer(settings, gate=gate)
-    if ":" in settings.renderer:
-        # A plug-in: "package.module:factory", called with the settings.
-        module, _, attr = settings.renderer.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
-        renderer: Renderer = factory(settings)
+    if ":" in settings.renderer:  # a plug-in factory, called with the settings
+        renderer: Renderer = import_attr(settings.renderer)(settings)
         return renderer
     raise ValueError(f"unknown renderer {settings.renderer!r}: use local, gemini or module:attr")
+
+
+def import_attr(spec: str) -> Any:
+    """The object named by "package.module:attr" (plug-ins)."""
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)

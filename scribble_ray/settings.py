@@ -37,6 +37,10 @@ class Settings:
     pool_min: int = 1
     pool_max: int = 2
     pipeline_num_cpus: float = 0.5
+    # Jobs claimed for a pipeline worker at once (one statement, one actor call). 1 keeps
+    # every job's wait to one run ahead of it; more pays only for jobs of a few ms.
+    jobs_per_call: int = 1
+    stages: str = ""  # module:attr of a run_stages replacement (benchmarks: a no-op)
     coordinator_num_cpus: float = 0.1
     ingress_num_cpus: float = 0.1
     # Long-polls and SSE streams each hold a request slot for their whole wait: Serve's
@@ -56,6 +60,8 @@ class Settings:
     api_tokens: str | None = None  # "owner=token,admin:ops=token2": hashed at once, see auth
     max_submissions_per_minute: int = 60  # per owner (token bucket in the coordinator)
     max_queued_per_owner: int = 200  # queued jobs per owner; more get 429
+    # OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); empty: no tracing at all.
+    otlp_endpoint: str = ""
 
     @classmethod
     def resolve(
@@ -94,12 +100,16 @@ class Settings:
             )
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if not 1 <= self.jobs_per_call <= 256:
+            raise ValueError(f"jobs_per_call must be 1..256, got {self.jobs_per_call}")
         if self.lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         if min(self.gemini_tries, self.gemini_max_concurrency, self.gemini_max_per_minute) < 1:
             raise ValueError("gemini_tries, gemini_max_concurrency, gemini_max_per_minute >= 1")
         if min(self.max_submissions_per_minute, self.max_queued_per_owner) < 1:
             raise ValueError("max_submissions_per_minute and max_queued_per_owner must be >= 1")
+        if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"otlp_endpoint must be an http(s):// URL, got {self.otlp_endpoint!r}")
         if self.gemini_timeout_seconds <= 0:
             raise ValueError("gemini_timeout_seconds must be positive")
         if not self.store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):

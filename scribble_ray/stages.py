@@ -11,7 +11,8 @@ from scribble_ray.blobs import BlobStore
 from scribble_ray.jobs import Job, JobError, artifact_key
 from scribble_ray.render.lineart import encode_png
 from scribble_ray.render.pdf import make_pdf
-from scribble_ray.renderers import Renderer, ReportsUsage
+from scribble_ray.renderers import Renderer, ReportsUsage, import_attr
+from scribble_ray.tracing import StageSpan
 
 STAGES = ("fetch", "render", "encode_png", "pdf", "store")
 
@@ -33,11 +34,12 @@ class StageClock:
     def stage(self, name: str) -> Iterator[None]:
         if not self.check():
             raise Aborted(f"attempt no longer current before stage {name}")
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(time.perf_counter() - start, 4)
+        with StageSpan(name) as span:  # a child of the attempt's span, if tracing is on
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.timings[name] = span.seconds = round(time.perf_counter() - start, 4)
 
 
 def run_stages(job: Job, renderer: Renderer, blobs: BlobStore, clock: StageClock) -> dict[str, str]:
@@ -67,3 +69,12 @@ def run_stages(job: Job, renderer: Renderer, blobs: BlobStore, clock: StageClock
         blobs.put(artifacts["edge.png"], png, "image/png")
         blobs.put(artifacts["coloring_page.pdf"], pdf, "application/pdf")
     return artifacts
+
+
+StagesFunction = Callable[[Job, Renderer, BlobStore, StageClock], dict[str, str]]
+
+
+def stages_function(spec: str) -> StagesFunction:
+    """What a worker runs for a job: `run_stages`, or the `stages` setting's
+    "module:attr" replacement (the benchmarks' no-op pipeline)."""
+    return import_attr(spec) if spec else run_stages  # type: ignore[no-any-return]

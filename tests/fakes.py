@@ -2,6 +2,7 @@
 
 "sleep:S"   work for S seconds, then draw a page
 "crash"     kill the worker process (every attempt)
+"fail"      fail the job at once (a permanent error)
 anything    draw a page at once
 """
 
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 
-from scribble_ray.jobs import Job
+from scribble_ray.jobs import Job, PermanentJobError
 from scribble_ray.settings import Settings
 
 
@@ -24,6 +25,8 @@ class ScriptedRenderer:
         title = job.options.title or ""
         if title == "crash":
             os._exit(13)
+        if title == "fail":
+            raise PermanentJobError("scripted failure", code="scripted_failure")
         if title.startswith("sleep:"):
             time.sleep(float(title.removeprefix("sleep:")))
         page = np.full((120, 160), 255, np.uint8)

@@ -16,6 +16,7 @@ import ray
 from PIL import Image
 
 from scribble_ray.coordinator import get_or_create_coordinator
+from scribble_ray.jobs import JobOptions, Kind, NewJob
 from scribble_ray.settings import Settings
 from scribble_ray.store import JobStore, open_store
 from tests.conftest import Service, pg_schema, start_service, stop_service
@@ -203,5 +204,49 @@ def test_incident_scenario_over_http(serve_url: str, tmp_path: Path, store_url: 
             "failed": 0,
             "cancelled": 0,
         }
+    finally:
+        stop_service(svc)
+
+
+def test_worker_killed_mid_batch_requeues_only_what_it_had_not_finished(
+    serve_url: str, tmp_path: Path, store_url: str
+) -> None:
+    """jobs_per_call=4: one claim hands four jobs to the one worker; it dies in the
+    second. The first keeps its one successful attempt; the other three run again."""
+    svc = start_service(
+        serve_url,
+        tmp_path,
+        store_url=store_url,
+        pool_min=1,
+        pool_max=1,
+        jobs_per_call=4,
+        **FAST_RETRY,
+    )
+    try:
+        occupier = submit(svc, "sleep:2")  # holds the one worker while the batch is queued
+        wait_running(svc, occupier)
+        store = store_of(svc)  # straight into the store: four inserts in a few ms
+        titles = ["first", "sleep:5", "third", "fourth"]
+        ids = [
+            store.create(NewJob(kind=Kind.TEXT, options=JobOptions(title=t), prompt=t))[0].id
+            for t in titles
+        ]
+        [occupied] = ledger(svc, occupier)
+        worker = ray.get_actor(occupied["worker"], namespace=svc.namespace)
+        while (ray.get(worker.info.remote())["current"] or [None])[0] != ids[1]:
+            pass  # a round trip per check: the worker is working through the batch
+        ray.kill(worker, no_restart=True)
+
+        jobs = [svc.wait_final(i) for i in ids]
+        assert [j["status"] for j in jobs] == ["succeeded"] * 4
+        ledgers = [ledger(svc, i) for i in ids]
+        assert [a["outcome"] for a in ledgers[0]] == ["succeeded"]
+        assert [[a["outcome"] for a in led] for led in ledgers[1:]] == [["lost", "succeeded"]] * 3
+        assert {led[0]["worker"] for led in ledgers} == {occupied["worker"]}  # one claim
+        for led in ledgers:
+            assert_no_overlap(led)
+        stats = svc.http.get("/stats").json()
+        assert stats["stale_writes_rejected"] == 0  # the finished one was left alone
+        assert store.overlapping_attempts() == 0
     finally:
         stop_service(svc)

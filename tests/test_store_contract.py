@@ -24,6 +24,7 @@ from scribble_ray.jobs import (
     Status,
 )
 from scribble_ray.store import JobStore
+from scribble_ray.store.base import Success
 from tests import store_fixtures
 from tests.store_fixtures import EXPIRED, StoreTarget, new_job, seed_jobs
 
@@ -188,6 +189,31 @@ def test_claim_order_interactive_before_batch_fifo_within_lane(store: JobStore) 
     assert order == [i1, i2, i3, b1, b2]
 
 
+def test_claim_many_takes_several_in_claim_order_each_with_its_own_attempt(
+    store: JobStore,
+) -> None:
+    b1 = store.create(new_job(lane=Lane.BATCH))[0].id
+    i1 = store.create(new_job(lane=Lane.INTERACTIVE))[0].id
+    b2 = store.create(new_job(lane=Lane.BATCH))[0].id
+    i2 = store.create(new_job(lane=Lane.INTERACTIVE))[0].id
+    i3 = store.create(new_job(lane=Lane.INTERACTIVE))[0].id
+    first = store.claim_many("w", "node-a", 30, 4)
+    assert [j.id for j in first] == [i1, i2, i3, b1]
+    assert {(j.status, j.attempt, j.lease_owner) for j in first} == {(Status.RUNNING, 1, "w")}
+    assert [j.id for j in store.claim_many("w", "node-a", 30, 4)] == [b2]
+    assert store.claim_many("w", "node-a", 30, 4) == []
+    for job_id in (i1, b1, b2):  # every claimed attempt has its open ledger row
+        [attempt] = store.attempts(job_id)
+        assert (attempt.attempt, attempt.worker, attempt.node, attempt.outcome) == (
+            1,
+            "w",
+            "node-a",
+            None,
+        )
+    assert store.succeed(i2, 1, {}, {})  # each one is fenced on its own
+    assert not store.succeed(i2, 1, {}, {})
+
+
 def test_claim_skips_jobs_not_yet_due_and_next_due_in_reports_them(store: JobStore) -> None:
     assert store.next_due_in() is None  # nothing queued at all
     job, _ = store.create(new_job(lane=Lane.INTERACTIVE))
@@ -345,6 +371,34 @@ def test_succeed_is_fenced_by_attempt(store: JobStore) -> None:
     assert store.stale_writes == stale + 4
     assert store.get(job.id) == done
     assert [(a.attempt, a.outcome) for a in store.attempts(job.id)] == [(1, Outcome.SUCCEEDED)]
+
+
+def test_succeed_many_writes_current_attempts_and_fences_each_on_its_own(
+    store: JobStore,
+) -> None:
+    ids = seed_jobs(store, 3)
+    jobs = store.claim_many("w", None, 30, 3)
+    assert store.cancel(ids[1]) is not None  # the middle one is no longer current
+    written = store.succeed_many(
+        [
+            Success(j.id, j.attempt, {"edge.png": f"jobs/{j.id}/edge.png"}, {"pdf": 0.5})
+            for j in jobs
+        ]
+    )
+    assert written == [True, False, True]
+    assert store.stale_writes == 1
+    for job_id in (ids[0], ids[2]):
+        job = store.get(job_id)
+        assert job is not None
+        assert (job.status, job.artifacts, job.timings) == (
+            Status.SUCCEEDED,
+            {"edge.png": f"jobs/{job_id}/edge.png"},
+            {"pdf": 0.5},
+        )
+        assert [a.outcome for a in store.attempts(job_id)] == [Outcome.SUCCEEDED]
+    assert store.get(ids[1]).status is Status.CANCELLED  # type: ignore[union-attr]
+    assert store.succeed_many([Success(ids[0], 1, {}, {})]) == [False]  # no second time
+    assert store.overlapping_attempts() == 0
 
 
 def test_end_attempt_retry_requeues_with_delay(store: JobStore) -> None:
@@ -654,3 +708,8 @@ def test_batch_lane_waits_for_interactive_and_is_fair_across_owners(
     # The interactive job although newest; then owner b's one job gets its turn
     # while owner a already has one running, before a's older backlog.
     assert claimed == [ids[4], ids[0], ids[3], ids[1], ids[2]]
+    # Claimed together in one call, the same order: the batch lane's fairness counts
+    # the jobs claimed earlier in the same transaction.
+    for job_id in ids:
+        store_target.execute("UPDATE jobs SET status = 'queued' WHERE id = :id", id=job_id)
+    assert [j.id for j in store.claim_many("w", None, 30.0, 5)] == claimed

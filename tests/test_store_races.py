@@ -37,13 +37,15 @@ def _artifacts(job_id: str, attempt: int, worker: str) -> dict[str, str]:
     return {"edge.png": f"jobs/{job_id}/edge.png", "by": f"{worker}#{attempt}"}
 
 
-def drain(store: JobStore, worker: str, start: Any) -> list[Claim]:
-    """Wait for the start signal, then claim and complete jobs until none is left."""
+def drain(store: JobStore, worker: str, start: Any, per_claim: int = 1) -> list[Claim]:
+    """Wait for the start signal, then claim (`per_claim` at a time) and complete jobs
+    until none is left."""
     start.wait(timeout=BARRIER_TIMEOUT)
     done: list[Claim] = []
-    while (job := store.claim(worker, None, 60)) is not None:
-        ok = store.succeed(job.id, job.attempt, _artifacts(job.id, job.attempt, worker), {})
-        done.append((job.id, job.attempt, worker, ok))
+    while jobs := store.claim_many(worker, None, 60, per_claim):
+        for job in jobs:
+            ok = store.succeed(job.id, job.attempt, _artifacts(job.id, job.attempt, worker), {})
+            done.append((job.id, job.attempt, worker, ok))
     return done
 
 
@@ -110,13 +112,19 @@ def _check_drained(
 
 
 @pytest.mark.slow
-def test_16_threads_with_own_stores_claim_each_job_once(store_target: StoreTarget) -> None:
+@pytest.mark.parametrize("per_claim", [1, 7])
+def test_16_threads_with_own_stores_claim_each_job_once(
+    store_target: StoreTarget, per_claim: int
+) -> None:
     seeder = store_target.open()
     ids = seed_jobs(seeder, N_JOBS)
     stores = [store_target.open(migrate=False) for _ in range(N_CLAIMERS)]
     start = threading.Barrier(N_CLAIMERS)
     with ThreadPoolExecutor(N_CLAIMERS) as pool:
-        futures = [pool.submit(drain, stores[i], f"thread-{i}", start) for i in range(N_CLAIMERS)]
+        futures = [
+            pool.submit(drain, stores[i], f"thread-{i}", start, per_claim)
+            for i in range(N_CLAIMERS)
+        ]
         per_claimer = [f.result(timeout=120) for f in futures]
     _check_drained(seeder, store_target, ids, per_claimer)
     assert sum(s.stale_writes for s in stores) == 0

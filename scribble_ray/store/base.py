@@ -12,10 +12,10 @@ import logging
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from scribble_ray.jobs import (
     Attempt,
@@ -32,6 +32,15 @@ from scribble_ray.jobs import (
 log = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
+
+
+class Success(NamedTuple):
+    """An attempt's successful end, as the worker reports it."""
+
+    job_id: str
+    attempt: int
+    artifacts: dict[str, str]
+    timings: dict[str, float]
 
 
 class Tx(Protocol):
@@ -153,15 +162,30 @@ class JobStore(ABC):
 
     def claim(self, worker: str, node: str | None, lease_seconds: float) -> Job | None:
         """Atomically claim the next runnable job for `worker`; attempt += 1."""
+        jobs = self.claim_many(worker, node, lease_seconds, 1)
+        return jobs[0] if jobs else None
+
+    def claim_many(
+        self, worker: str, node: str | None, lease_seconds: float, limit: int
+    ) -> list[Job]:
+        """Atomically claim up to `limit` runnable jobs for `worker`, in run order.
+
+        One transaction: interactive jobs first (one statement), then the batch lane
+        one row per statement, so its fairness across owners counts the rows just
+        claimed. Each job gets its own attempt number and lease, as with `claim`.
+        """
+        params = {"worker": worker, "node": node, "lease": lease_seconds}
         with self.transaction() as tx:
-            rows = tx.run("claim", worker=worker, node=node, lease=lease_seconds)
-            if not rows:  # interactive jobs always go first; then the batch lane
-                rows = tx.run("claim_batch", worker=worker, node=node, lease=lease_seconds)
-            if not rows:
-                return None
-            job = self._job(rows[0])
-            self._ledger_open(tx, job, worker, node)
-            return job
+            # RETURNING has no order: put the interactive rows back in run order.
+            jobs = sorted(
+                map(self._job, tx.run("claim", limit=limit, **params)),
+                key=lambda j: (j.run_after, j.created_at),
+            )
+            while len(jobs) < limit and (rows := tx.run("claim_batch", **params)):
+                jobs.append(self._job(rows[0]))
+            for job in jobs:
+                self._ledger_open(tx, job, worker, node)
+        return jobs
 
     def renew(self, job_id: str, attempt: int, lease_seconds: float) -> bool:
         with self.transaction() as tx:
@@ -171,17 +195,34 @@ class JobStore(ABC):
     def succeed(
         self, job_id: str, attempt: int, artifacts: dict[str, str], timings: dict[str, float]
     ) -> bool:
+        return self.succeed_many([Success(job_id, attempt, artifacts, timings)])[0]
+
+    def succeed_many(self, successes: Sequence[Success]) -> list[bool]:
+        """Record several attempts' success in one transaction (one commit), each
+        fenced on its own: a stale one is refused without affecting the others."""
         with self.transaction() as tx:
+            written = self._succeed(tx, successes)
+        return [
+            (s.job_id, s.attempt) in written or self._stale("succeed", s.job_id, s.attempt)
+            for s in successes
+        ]
+
+    def _succeed(self, tx: Tx, successes: Sequence[Success]) -> set[tuple[str, int]]:
+        """The fenced writes; returns the (job id, attempt) pairs that were current.
+        One statement per attempt here; PostgreSQL makes it one in all."""
+        written = set()
+        for s in successes:
             rows = tx.run(
                 "succeed",
-                id=job_id,
-                attempt=attempt,
-                artifacts=self._json(artifacts),
-                timings=self._json(timings),
+                id=s.job_id,
+                attempt=s.attempt,
+                artifacts=self._json(s.artifacts),
+                timings=self._json(s.timings),
             )
             if rows:
-                self._ledger_close(tx, job_id, attempt, Outcome.SUCCEEDED, None)
-        return bool(rows) or self._stale("succeed", job_id, attempt)
+                self._ledger_close(tx, s.job_id, s.attempt, Outcome.SUCCEEDED, None)
+                written.add((s.job_id, s.attempt))
+        return written
 
     def end_attempt(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from scribble_ray.store.base import JobStore, Row, load_queries
+from scribble_ray.store.base import JobStore, Row, Success, load_queries
 
 # `:name` placeholders become psycopg's `%(name)s`; `::type` casts are left alone.
 QUERIES = {
@@ -85,6 +85,16 @@ class PostgresJobStore(JobStore):
 
     def _lock_for_migration(self, tx: Any) -> None:
         tx._conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+
+    def _succeed(self, tx: Any, successes: Sequence[Success]) -> set[tuple[str, int]]:
+        rows = tx.run(
+            "succeed_many",
+            ids=[s.job_id for s in successes],
+            attempts=[s.attempt for s in successes],
+            artifacts=[self._json(s.artifacts) for s in successes],
+            timings=[self._json(s.timings) for s in successes],
+        )
+        return {(r["id"], int(r["attempt"])) for r in rows}
 
     def _json(self, value: Any) -> Any:
         return Jsonb(value)

@@ -86,13 +86,14 @@ SELECT * FROM jobs WHERE id = :id;
 SELECT * FROM jobs WHERE owner = :owner AND idempotency_key = :idempotency_key;
 
 -- name: claim
--- The one place a job is claimed: one statement that locks the next runnable row
--- (skipping rows other claimers hold), marks it running and opens its ledger row.
+-- The one place jobs are claimed: one statement that locks the next :limit runnable
+-- rows (skipping rows other claimers hold), marks them running and opens their
+-- ledger rows.
 WITH next AS (
     SELECT id FROM jobs
      WHERE status = 'queued' AND lane = 'interactive' AND run_after <= NOW
      ORDER BY run_after, created_at
-     LIMIT 1
+     LIMIT :limit
        FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE jobs j
@@ -133,23 +134,29 @@ WITH next AS (
 )
 SELECT * FROM claimed;
 
--- name: renew
-UPDATE jobs SET lease_expires_at = NOW + make_interval(secs => :lease), updated_at = NOW
- WHERE id = :id AND status = 'running' AND attempt = :attempt
-RETURNING attempt;
-
--- name: succeed
-WITH done AS (
-    UPDATE jobs
-       SET status = 'succeeded', artifacts = :artifacts, timings = :timings,
+-- name: succeed_many
+-- Several attempts' successes in one statement (a worker's group commit), each
+-- fenced on its own (job, attempt) exactly as `succeed`.
+WITH input AS (
+    SELECT * FROM unnest(:ids::text[], :attempts::int[], :artifacts::jsonb[], :timings::jsonb[])
+        AS t(id, attempt, artifacts, timings)
+), done AS (
+    UPDATE jobs j
+       SET status = 'succeeded', artifacts = input.artifacts, timings = input.timings,
            finished_at = NOW, updated_at = NOW, lease_owner = NULL, lease_expires_at = NULL
-     WHERE id = :id AND status = 'running' AND attempt = :attempt
-    RETURNING id, attempt, status
+      FROM input
+     WHERE j.id = input.id AND j.status = 'running' AND j.attempt = input.attempt
+    RETURNING j.id, j.attempt
 ), ledger AS (
     UPDATE attempts a SET finished_at = NOW, outcome = 'succeeded'
       FROM done WHERE a.job_id = done.id AND a.attempt = done.attempt
 )
-SELECT status FROM done;
+SELECT id, attempt FROM done;
+
+-- name: renew
+UPDATE jobs SET lease_expires_at = NOW + make_interval(secs => :lease), updated_at = NOW
+ WHERE id = :id AND status = 'running' AND attempt = :attempt
+RETURNING attempt;
 
 -- name: end_attempt
 -- Failure, retry, lost worker or expired lease: requeue while attempts are left.

@@ -76,16 +76,16 @@ SELECT * FROM jobs WHERE id = :id;
 SELECT * FROM jobs WHERE owner = :owner AND idempotency_key = :idempotency_key;
 
 -- name: claim
--- The one place a job is claimed: a single conditional UPDATE ... RETURNING.
--- Interactive jobs first, oldest runnable first.
+-- The one place jobs are claimed: a single conditional UPDATE ... RETURNING of up
+-- to :limit rows. Interactive jobs first, oldest runnable first.
 UPDATE jobs
    SET status = 'running', attempt = attempt + 1, lease_owner = :worker,
        lease_expires_at = NOW + :lease, started_at = NOW, updated_at = NOW,
        error = NULL, error_code = NULL
- WHERE id = (SELECT id FROM jobs
+ WHERE id IN (SELECT id FROM jobs
               WHERE status = 'queued' AND lane = 'interactive' AND run_after <= NOW
               ORDER BY run_after, created_at
-              LIMIT 1)
+              LIMIT :limit)
    AND status = 'queued'
 RETURNING *;
 
