@@ -625,7 +625,9 @@ class Ingress:
 
     @api.get("/stats", responses=_errors(401))
     async def stats(self, caller: Caller) -> JSONResponse:
-        """Queue depth, jobs by status, pool size; `ingress`: this replica's request counts."""
+        """Queue depth, jobs by status, pool size; `recent`: latencies (pickup, run,
+        per stage), attempts and Gemini use over the latest 500 jobs; `ingress`: this
+        replica's request counts."""
         stats = await self.coordinator.stats.remote()
         stats["ingress"] = {"replica_requests": request_counts()}
         return JSONResponse(stats)

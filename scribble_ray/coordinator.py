@@ -31,6 +31,7 @@ from scribble_ray.metrics import get_metrics
 from scribble_ray.pipeline import AttemptResult, PipelineWorker
 from scribble_ray.settings import Settings
 from scribble_ray.store import open_store
+from scribble_ray.summary import summarise
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,6 +39,7 @@ T = TypeVar("T")
 COORDINATOR_NAME = "coordinator"
 IDLE_SHRINK_SECONDS = 30.0
 GAUGE_SECONDS = 10.0
+RECENT_JOBS = 500  # GET /stats summarises the latest jobs
 
 
 @dataclass
@@ -163,8 +165,10 @@ class Coordinator:
 
     async def stats(self) -> dict[str, Any]:
         counts = await self._call(self.store.counts)
+        recent = await self._call(lambda: self.store.list_jobs(limit=RECENT_JOBS))
         return {
             **counts,
+            "recent": summarise(recent),
             "pool": {
                 "size": len(self._slots),
                 "busy": sum(1 for s in self._slots if s.jobs),

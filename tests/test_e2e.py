@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader
 
+from scribble_ray.stages import STAGES
 from tests.conftest import DATA, Service
 
 PAGE_POINTS = {"A4": (595, 842), "Letter": (612, 792)}
@@ -128,6 +129,12 @@ def test_health_docs_and_stats(service: Service) -> None:
     assert service.http.get("/docs").status_code == 200
     schema = service.http.get("/openapi.json").json()
     assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/artifacts/{name}"} <= set(schema["paths"])
+    done = service.wait_final(service.submit_photo(DATA / "coffee.png").json()["id"])
     stats = service.http.get("/stats").json()
     assert stats["pool"]["size"] >= 1
     assert set(stats["by_status"]) == {"queued", "running", "succeeded", "failed", "cancelled"}
+    recent = stats["recent"]  # the latest jobs, this one among them
+    assert recent["outcomes"]["succeeded"] >= 1
+    assert recent["pickup"]["p50_ms"] is not None
+    assert set(recent["stages"]) == set(done["timings"]) == set(STAGES)
+    assert recent["run"]["p50_ms"] > 0
