@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COORDINATOR_NAME = "coordinator"
-IDLE_SHRINK_SECONDS = 30.0
 GAUGE_SECONDS = 10.0
 RECENT_JOBS = 500  # GET /stats summarises the latest jobs
 
@@ -436,7 +435,7 @@ class Coordinator:
         for slot in list(self._slots):
             if len(self._slots) <= self.settings.pool_min:
                 return
-            if not slot.jobs and now - slot.idle_since > IDLE_SHRINK_SECONDS:
+            if not slot.jobs and now - slot.idle_since > self.settings.pool_idle_seconds:
                 self._slots.remove(slot)
                 ray.kill(slot.actor, no_restart=True)
 

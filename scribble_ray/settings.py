@@ -36,6 +36,7 @@ class Settings:
     namespace: str = "scribble_ray"  # Ray namespace of the coordinator and pool
     pool_min: int = 1
     pool_max: int = 2
+    pool_idle_seconds: float = 30.0  # a worker idle this long is stopped (down to pool_min)
     pipeline_num_cpus: float = 0.5
     # Jobs claimed for a pipeline worker at once (one statement, one actor call). 1 keeps
     # every job's wait to one run ahead of it; more pays only for jobs of a few ms.
