@@ -14,8 +14,10 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,3 +134,94 @@ def ray_init(num_cpus: int = 16) -> None:
             if attempt == 2:
                 raise
             time.sleep(5)
+
+
+# -- the execution log: what the work itself did, independent of the system under test ----
+def _append(log: str | Path, line: str) -> None:
+    """One short O_APPEND write: atomic across processes, so no line is torn or lost."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def log_start(log: str | Path, job_id: str) -> float:
+    """Log that this process starts executing job_id; returns the start time (epoch s).
+
+    The pid lets a benchmark kill the process that is in the middle of a job.
+    """
+    started = time.time()
+    _append(log, f"start {job_id} {os.getpid()} {started!r}\n")
+    return started
+
+
+def log_execution(log: str | Path, job_id: str, started: float, finished: float) -> None:
+    """Log one execution that ran to its end."""
+    _append(log, f"end {job_id} {started!r} {finished!r}\n")
+
+
+@dataclass
+class ExecLog:
+    """The parsed execution log: every start (job, pid, t) and every end (job, t0, t1)."""
+
+    starts: list[tuple[str, int, float]] = field(default_factory=list)
+    ends: list[tuple[str, float, float]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, log: str | Path) -> ExecLog:
+        parsed = cls()
+        path = Path(log)
+        if not path.exists():
+            return parsed
+        # While writers append, a reader can see a line only in part: skip it (it is
+        # whole by the time the run's final read happens).
+        for fields in (ln.split() for ln in path.read_text().split("\n")[:-1]):
+            if len(fields) != 4:
+                continue
+            kind, job_id, a, b = fields
+            if kind == "start":
+                parsed.starts.append((job_id, int(a), float(b)))
+            else:
+                parsed.ends.append((job_id, float(a), float(b)))
+        return parsed
+
+    def completed(self) -> Counter[str]:
+        """Executions run to the end, per job."""
+        return Counter(job_id for job_id, _, _ in self.ends)
+
+    def started(self) -> Counter[str]:
+        return Counter(job_id for job_id, _, _ in self.starts)
+
+    def first_start(self) -> dict[str, datetime]:
+        first: dict[str, float] = {}
+        for job_id, _, t in self.starts:
+            first[job_id] = min(first.get(job_id, t), t)
+        return {j: datetime.fromtimestamp(t, UTC) for j, t in first.items()}
+
+    def end_times(self) -> list[datetime]:
+        return [datetime.fromtimestamp(t1, UTC) for _, _, t1 in self.ends]
+
+    def in_flight(self) -> list[tuple[str, int, float]]:
+        """Starts with no end (yet): (job, pid, started)."""
+        ended = {(job_id, t0) for job_id, t0, _ in self.ends}
+        return [(j, pid, t) for j, pid, t in self.starts if (j, t) not in ended]
+
+
+def wait_for(
+    count: Callable[[], int], target: int, timeout: float, stall: float | None = None
+) -> bool:
+    """Poll count() until it reaches target (True), or timeout passes, or (with stall)
+    it has not moved for stall seconds: a bounded wait for jobs that may never finish."""
+    deadline = time.monotonic() + timeout
+    last, moved = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = count()
+        if n >= target:
+            return True
+        if n != last:
+            last, moved = n, time.monotonic()
+        elif stall is not None and time.monotonic() - moved > stall:
+            return False
+        time.sleep(0.2)
+    return False

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 from benchmarks.common import (
     RESULTS,
+    ExecLog,
     latency_summary,
     machine,
     median,
@@ -51,6 +53,7 @@ from benchmarks.common import (
     table,
     write_result,
 )
+from benchmarks.plugins import EXEC_DIR_ENV, exec_log_path
 from scribble_ray.jobs import JobOptions, Kind, NewJob
 from scribble_ray.store import JobStore, open_store
 from scribble_ray.store.base import Success
@@ -186,19 +189,25 @@ def store_only(kind: str, n: int, per_claim: int) -> dict[str, Any]:
 
 # -- the coordinator ---------------------------------------------------------------------
 @contextmanager
-def coordinator(url: str, pool: int, jobs_per_call: int, pipeline: str) -> Iterator[Any]:
+def coordinator(
+    url: str, pool: int, jobs_per_call: int, pipeline: str
+) -> Iterator[tuple[Any, Path]]:
+    """The coordinator actor and the file its no-op work logs each execution to."""
     import ray
 
     from scribble_ray.coordinator import get_or_create_coordinator
     from scribble_ray.settings import Settings
 
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    log = exec_log_path(namespace)
+    assert log is not None, "main() sets the execution log folder before ray_init"
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as data:
         settings = Settings.resolve(
             {
                 "data_dir": data,
                 "store_url": url,
                 "renderer": "benchmarks.plugins:noop",
-                "namespace": f"bench-{uuid.uuid4().hex[:8]}",
+                "namespace": namespace,
                 "pool_min": pool,
                 "pool_max": pool,
                 "jobs_per_call": jobs_per_call,
@@ -218,7 +227,7 @@ def coordinator(url: str, pool: int, jobs_per_call: int, pipeline: str) -> Itera
                 break
             time.sleep(0.2)
         try:
-            yield actor
+            yield actor, log
         finally:
             ray.kill(actor, no_restart=True)
             time.sleep(1.0)  # its pipeline workers go with it
@@ -235,7 +244,7 @@ def _pid(actor: Any) -> int:
 def burst(kind: str, n: int, k: int, args: argparse.Namespace, profile: bool) -> dict[str, Any]:
     with store_url(kind) as url:
         store = open_store(url)
-        with coordinator(url, args.pool, k, args.pipeline) as actor:
+        with coordinator(url, args.pool, k, args.pipeline) as (actor, _):
             spy: subprocess.Popen[bytes] | None = None
             svg = RESULTS / f"dispatch-profile-{kind}.txt"
             svg.parent.mkdir(parents=True, exist_ok=True)
@@ -297,7 +306,7 @@ def steady(kind: str, k: int, args: argparse.Namespace) -> dict[str, Any]:
     n = int(rate * args.seconds)
     with store_url(kind) as url:
         store = open_store(url)
-        with coordinator(url, args.pool, k, args.pipeline) as actor:
+        with coordinator(url, args.pool, k, args.pipeline) as (actor, log):
             refs = []
             start = time.perf_counter()
             for i in range(n):  # open loop: each submission at its own time
@@ -309,8 +318,13 @@ def steady(kind: str, k: int, args: argparse.Namespace) -> dict[str, Any]:
             ray.get(refs)
             ok = wait_final(store, n, args.timeout)
         rows = timings(store)
+        jobs = store.list_jobs(limit=n + 1)
         store.close()
     pickups = [max(0.0, s - c) for c, s, _ in rows if s is not None]
+    # The worker's own clock at the start of the work (the execution log), after the
+    # claim and the actor call: what a pickup costs end to end.
+    first = ExecLog.read(log).first_start()
+    work_starts = [(first[j.id] - j.created_at).total_seconds() for j in jobs if j.id in first]
     created = [c for c, _, _ in rows]
     return {
         "jobs": n,
@@ -320,6 +334,7 @@ def steady(kind: str, k: int, args: argparse.Namespace) -> dict[str, Any]:
         "timed_out": not ok,
         "pickup": latency_summary(pickups),
         "pickup_s": pickups,
+        "work_start": latency_summary(work_starts),
     }
 
 
@@ -355,6 +370,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     before = machine()
+    exec_dir = Path(tempfile.mkdtemp(prefix="bench-execs-"))
+    os.environ[EXEC_DIR_ENV] = str(exec_dir)  # inherited by Ray's workers
     ray_init(num_cpus=16)
     contenders = [(kind, k) for kind in args.stores for k in args.jobs_per_call]
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
@@ -386,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     ray.shutdown()
+    shutil.rmtree(exec_dir, ignore_errors=True)
     after = machine()
 
     summary: dict[str, dict[str, float]] = {}
@@ -403,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
             "steady_p95_ms": median([r["pickup"]["p95_ms"] for r in st]),
             "steady_p99_ms": median([r["pickup"]["p99_ms"] for r in st]),
             "steady_achieved_rate": median([r["achieved_rate"] for r in st]),
+            "work_start_p50_ms": median([r["work_start"]["p50_ms"] for r in st]),
+            "work_start_p99_ms": median([r["work_start"]["p99_ms"] for r in st]),
         }
     headers = [
         "store, jobs per call",
@@ -414,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         "slot gap ms",
         f"p50 ms @{args.rate:g}/s",
         "p95 ms",
+        "p99 ms",
+        "work start p50 ms",
         "p99 ms",
     ]
     rows = [
@@ -428,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             s["steady_p50_ms"],
             s["steady_p95_ms"],
             s["steady_p99_ms"],
+            s["work_start_p50_ms"],
+            s["work_start_p99_ms"],
         ]
         for name, s in summary.items()
     ]

@@ -14,7 +14,13 @@ PostgreSQL schema and run to completion by, in turn:
                 (one atomic statement), work, JobStore.succeed; an idle loop waits
                 for the store's LISTEN/NOTIFY wake-up (1 s fallback).
   procrastinate (a peer, opt-in) N processes of Procrastinate 3's worker, concurrency 1,
-                LISTEN/NOTIFY on; the job sleeps --work and logs its execution.
+                LISTEN/NOTIFY on; the job sleeps --work and logs its execution. Its
+                burst is one batch_defer statement (--procrastinate-defer each: a
+                defer call per job); stalled jobs are retried every second.
+  serve-celery  (a peer, opt-in) Ray Serve's asynchronous inference: N replicas of a
+                @task_consumer deployment, Celery over Redis, concurrency 1 per
+                replica (benchmarks/peer_serve_celery.py); the producer enqueues
+                through the adapter.
   coordinator   the real Coordinator actor with a pool of N pipeline workers and the
                 benchmarks.plugins:noop renderer sleeping --work per job (plus the
                 real PNG + PDF stages); jobs inserted into its store wake it.
@@ -26,11 +32,18 @@ Reported per contender: duplicate executions, jobs/s over the burst (first inser
 to last finish, database clock), pickup latency (first start - insert) p50/p95/p99,
 wall time. --phase aligned starts every baseline worker's timer on the same grid
 (instances started together, as by one deploy); random gives each a random phase.
+
+--kill SIGKILLs one worker process in the middle of a job once a quarter of the
+burst has finished (benchmarks/worker_kill.py) and reports, per run, jobs
+completed, jobs completed more than once, jobs started more than once, jobs lost
+(still not completed --kill-grace s after the last completion) and the time from
+the kill to the killed job's completion.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import multiprocessing as mp
@@ -42,6 +55,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,16 +66,22 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 from benchmarks.common import (
     RESULTS,
+    ExecLog,
     latency_summary,
+    log_execution,
+    log_start,
     machine,
     median,
     pg_schema,
     ray_init,
     table,
+    wait_for,
     write_result,
 )
+from benchmarks.worker_kill import Killer, outcome
 
-CONTENDERS = ("baseline", "store", "coordinator", "procrastinate")
+CONTENDERS = ("baseline", "store", "coordinator", "procrastinate", "serve-celery")
+LEASE_S = 15.0  # the service's default lease_seconds (Settings)
 OLD_SCHEMA = """
 CREATE TABLE old_jobs (
     id          TEXT PRIMARY KEY,
@@ -75,27 +95,6 @@ CREATE INDEX old_jobs_queued ON old_jobs (created_at) WHERE status = 'queued';
 
 
 # -- the old worker, as it was ---------------------------------------------------------
-def log_execution(log: str, job_id: str, started: float, finished: float) -> None:
-    """One line per execution, one O_APPEND write (atomic across processes)."""
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{job_id} {started!r} {finished!r}\n".encode())
-    finally:
-        os.close(fd)
-
-
-def read_executions(log: str) -> tuple[Counter[str], dict[str, datetime], list[datetime]]:
-    """Executions per job, each job's first start, and every execution's end."""
-    lines = [ln.split() for ln in Path(log).read_text().splitlines()] if Path(log).exists() else []
-    first: dict[str, datetime] = {}
-    ends: list[datetime] = []
-    for job_id, start, end in lines:
-        s = datetime.fromtimestamp(float(start), UTC)
-        first[job_id] = min(first.get(job_id, s), s)
-        ends.append(datetime.fromtimestamp(float(end), UTC))
-    return Counter(ln[0] for ln in lines), first, ends
-
-
 def baseline_worker(
     url: str, log: str, index: int, poll: float, offset: float, t0: float, work: float, stop: Any
 ) -> None:
@@ -119,7 +118,7 @@ def baseline_worker(
                 "WHERE id = %s",
                 (job_id,),
             )
-            started = time.time()
+            started = log_start(log, job_id)
             time.sleep(work)
             conn.execute(
                 "UPDATE old_jobs SET status = 'succeeded', finished_at = clock_timestamp() "
@@ -144,11 +143,11 @@ def store_worker(url: str, log: str, index: int, work: float, stop: Any, ready: 
     ready.release()
     while not stop.is_set():
         wake.clear()
-        job = store.claim(name, "bench", 60.0)
+        job = store.claim(name, "bench", LEASE_S)
         if job is None:
             wake.wait(1.0)
             continue
-        started = time.time()
+        started = log_start(log, job.id)
         time.sleep(work)
         store.succeed(job.id, job.attempt, {}, {})
         log_execution(log, job.id, started, time.time())
@@ -169,7 +168,7 @@ def _procrastinate_app(url: str, log: str, *, sync: bool) -> Any:
 
     @app.task(name="bench_job", queue="bench")
     def bench_job(job_id: str, work: float) -> None:
-        started = time.time()  # the same machine clock as the deferring process
+        started = log_start(log, job_id)  # the same machine clock as the deferring process
         time.sleep(work)
         log_execution(log, job_id, started, time.time())
 
@@ -180,6 +179,47 @@ def procrastinate_worker(url: str, log: str, index: int) -> None:
     app = _procrastinate_app(url, log, sync=False)
     # LISTEN/NOTIFY on (its default); one job at a time per process, like the others.
     app.run_worker(queues=["bench"], concurrency=1, name=f"procrastinate-{index}")
+
+
+def retry_stalled_jobs(url: str, stop: threading.Event) -> None:
+    """Procrastinate's recipe for jobs of dead workers (its docs' periodic task), every
+    second: a job whose worker sent no heartbeat for 30 s (its defaults) is retried."""
+
+    async def loop() -> None:
+        import procrastinate
+
+        app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
+        async with app.open_async():
+            while not stop.is_set():
+                for job in await app.job_manager.get_stalled_jobs():
+                    await app.job_manager.retry_job(job)
+                await asyncio.sleep(1.0)
+
+    asyncio.run(loop())
+
+
+def rescue_expired_leases(url: str, stop: threading.Event) -> None:
+    """The coordinator's lease sweep, which a bare claim loop lacks: every second,
+    requeue the running jobs whose lease expired (a dead worker's)."""
+    from scribble_ray.store import open_store
+
+    store = open_store(url, migrate=False)
+    while not stop.wait(1.0):
+        store.rescue_expired()
+    store.close()
+
+
+@contextlib.contextmanager
+def background(target: Callable[[str, threading.Event], None], url: str) -> Iterator[None]:
+    """Run target(url, stop) in a thread for the duration of the block."""
+    stop = threading.Event()
+    thread = threading.Thread(target=target, args=(url, stop), daemon=True, name=target.__name__)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 # -- one contender, one run --------------------------------------------------------------
@@ -197,17 +237,23 @@ class RunResult:
     pickup: dict[str, float]
     pickup_s: list[float] = field(repr=False)
     timed_out: bool = False
+    kill: dict[str, Any] | None = None  # --kill: worker_kill.outcome
+    arrival_s: float = float("nan")  # first to last insert/enqueue (0: one batch statement)
 
 
-def _wait_done(url: str, sql: str, jobs: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+def _stall(args: argparse.Namespace) -> float | None:
+    """With --kill a job may never finish: stop waiting once nothing finished for a while."""
+    return args.kill_grace if args.kill else None
+
+
+def _wait_done(url: str, sql: str, jobs: int, timeout: float, stall: float | None = None) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            n = conn.execute(sql).fetchone()[0]  # type: ignore[index]
-            if n >= jobs:
-                return True
-            time.sleep(0.2)
-    return False
+        return wait_for(lambda: conn.execute(sql).fetchone()[0], jobs, timeout, stall)  # type: ignore[index]
+
+
+def _killer(args: argparse.Namespace, log: str | Path) -> Killer | None:
+    """With --kill: strike once a quarter of the burst has finished, mid-job."""
+    return Killer(log, after=max(1, args.jobs // 4), fresh=args.work / 2) if args.kill else None
 
 
 def _result(
@@ -215,17 +261,20 @@ def _result(
     workers: int,
     jobs: int,
     created: dict[str, datetime],
-    first_start: dict[str, datetime],
-    finished: list[datetime],
-    executions: Counter[str],
+    execs: ExecLog,
     timed_out: bool,
+    killer: Killer | None = None,
 ) -> RunResult:
+    """Summarize the jobs in `created` (warm-up jobs are not in it) from the log."""
+    executions = Counter({j: n for j, n in execs.completed().items() if j in created})
+    first_start = execs.first_start()
+    finished = [datetime.fromtimestamp(t1, UTC) for j, _, t1 in execs.ends if j in created]
     pickups = [
         max(0.0, (first_start[j] - created[j]).total_seconds()) for j in created if j in first_start
     ]
     start = min(created.values())
     wall = (max(finished) - start).total_seconds() if finished else float("nan")
-    done = sum(1 for j in executions if j in created)  # distinct jobs run to the end
+    done = len(executions)  # distinct jobs run to the end
     return RunResult(
         contender=contender,
         workers=workers,
@@ -239,7 +288,14 @@ def _result(
         pickup=latency_summary(pickups),
         pickup_s=pickups,
         timed_out=timed_out,
+        kill=outcome(killer.kill, execs, set(created)) if killer else None,
+        arrival_s=(max(created.values()) - start).total_seconds(),
     )
+
+
+def _stop(killer: Killer | None) -> None:
+    if killer is not None:
+        killer.stop()  # before teardown: never kill a process that is being stopped
 
 
 def run_baseline(args: argparse.Namespace, workers: int, seed: int) -> RunResult:
@@ -266,6 +322,7 @@ def run_baseline(args: argparse.Namespace, workers: int, seed: int) -> RunResult
             p.start()
         # The burst lands at a random moment of the timers' cycle, as requests do.
         time.sleep(max(0.0, t0 - time.time()) + rng.uniform(0, args.poll))
+        killer = _killer(args, log)
         with psycopg.connect(url, autocommit=True) as conn:
             for _ in range(args.jobs):
                 conn.execute("INSERT INTO old_jobs (id) VALUES (%s)", (str(uuid.uuid4()),))
@@ -274,7 +331,9 @@ def run_baseline(args: argparse.Namespace, workers: int, seed: int) -> RunResult
             "SELECT count(*) FROM old_jobs WHERE status = 'succeeded'",
             args.jobs,
             args.timeout,
+            _stall(args),
         )
+        _stop(killer)
         time.sleep(args.work + 0.5)  # let duplicate executions still running finish
         stop.set()
         for p in procs:
@@ -283,8 +342,8 @@ def run_baseline(args: argparse.Namespace, workers: int, seed: int) -> RunResult
                 p.kill()
         with psycopg.connect(url, autocommit=True) as conn:
             created = dict(conn.execute("SELECT id, created_at FROM old_jobs").fetchall())
-        execs, first, ends = read_executions(log)
-    return _result("baseline", workers, args.jobs, created, first, ends, execs, not ok)
+        execs = ExecLog.read(log)
+    return _result("baseline", workers, args.jobs, created, execs, not ok, killer)
 
 
 def _new_job(work: float) -> Any:
@@ -302,7 +361,11 @@ def run_store(args: argparse.Namespace, workers: int) -> RunResult:
     from scribble_ray.store import open_store
 
     ctx = mp.get_context("spawn")
-    with pg_schema("bench_store") as url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        pg_schema("bench_store") as url,
+        tempfile.TemporaryDirectory() as tmp,
+        background(rescue_expired_leases, url),
+    ):
         log = str(Path(tmp) / "executions.log")
         store = open_store(url)
         stop = ctx.Event()
@@ -318,11 +381,17 @@ def run_store(args: argparse.Namespace, workers: int) -> RunResult:
         for _ in procs:
             ready.acquire(timeout=120)
         time.sleep(0.5)  # LISTEN issued
+        killer = _killer(args, log)
         for _ in range(args.jobs):
             store.create(_new_job(args.work))
         ok = _wait_done(
-            url, "SELECT count(*) FROM jobs WHERE status = 'succeeded'", args.jobs, args.timeout
+            url,
+            "SELECT count(*) FROM jobs WHERE status = 'succeeded'",
+            args.jobs,
+            args.timeout,
+            _stall(args),
         )
+        _stop(killer)
         time.sleep(0.3)
         stop.set()
         for p in procs:
@@ -330,9 +399,24 @@ def run_store(args: argparse.Namespace, workers: int) -> RunResult:
             if p.is_alive():
                 p.kill()
         created = _created(url)
-        execs, first, ends = read_executions(log)
+        execs = ExecLog.read(log)
         store.close()
-    return _result("store", workers, args.jobs, created, first, ends, execs, not ok)
+    return _result("store", workers, args.jobs, created, execs, not ok, killer)
+
+
+def _defer_burst(app: Any, jobs: int, work: float, mode: str) -> dict[str, datetime]:
+    """Procrastinate's burst: one statement for all jobs (batch) or one call per job."""
+    task = app.tasks["bench_job"]
+    burst = [{"job_id": str(uuid.uuid4()), "work": work} for _ in range(jobs)]
+    if mode == "batch":
+        now = datetime.now(UTC)
+        task.batch_defer(*burst)
+        return dict.fromkeys((b["job_id"] for b in burst), now)
+    created: dict[str, datetime] = {}
+    for b in burst:
+        created[b["job_id"]] = datetime.now(UTC)
+        task.defer(**b)
+    return created
 
 
 def run_procrastinate(args: argparse.Namespace, workers: int) -> RunResult:
@@ -351,26 +435,42 @@ def run_procrastinate(args: argparse.Namespace, workers: int) -> RunResult:
             # Ready: every worker has registered itself (Procrastinate 3's worker table).
             _wait_done(url, "SELECT count(*) FROM procrastinate_workers", workers, 120)
             time.sleep(0.5)  # and issued LISTEN
-            created: dict[str, datetime] = {}
-            task = app.tasks["bench_job"]
-            for _ in range(args.jobs):
-                job_id = str(uuid.uuid4())
-                created[job_id] = datetime.fromtimestamp(time.time(), UTC)
-                task.defer(job_id=job_id, work=args.work)
-            ok = _wait_done(
-                url,
-                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'",
-                args.jobs,
-                args.timeout,
-            )
+            with background(retry_stalled_jobs, url):
+                killer = _killer(args, log)
+                created = _defer_burst(app, args.jobs, args.work, args.procrastinate_defer)
+                ok = _wait_done(
+                    url,
+                    "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'",
+                    args.jobs,
+                    args.timeout,
+                    _stall(args),
+                )
+                _stop(killer)
             for p in procs:
                 p.terminate()  # SIGTERM: a graceful stop
             for p in procs:
                 p.join(15)
                 if p.is_alive():
                     p.kill()
-        execs, first, ends = read_executions(log)
-    return _result("procrastinate", workers, args.jobs, created, first, ends, execs, not ok)
+        execs = ExecLog.read(log)
+    return _result("procrastinate", workers, args.jobs, created, execs, not ok, killer)
+
+
+def run_serve_celery(args: argparse.Namespace, workers: int, exec_dir: Path) -> RunResult:
+    from benchmarks import peer_serve_celery as peer
+
+    log = str(exec_dir / f"serve-celery-{uuid.uuid4().hex[:8]}.log")
+    with peer.running(
+        workers, log, num_cpus=0.1, visibility_timeout=args.celery_visibility_timeout
+    ) as adapter:
+        killer = _killer(args, log)
+        created = peer.enqueue_burst(adapter, args.jobs, args.work)
+        ok = wait_for(
+            lambda: len(ExecLog.read(log).completed()), args.jobs, args.timeout, _stall(args)
+        )
+        _stop(killer)
+        time.sleep(args.work + 0.5)  # let duplicate executions still running finish
+    return _result("serve-celery", workers, args.jobs, created, ExecLog.read(log), not ok, killer)
 
 
 def run_coordinator(args: argparse.Namespace, workers: int, exec_dir: Path) -> RunResult:
@@ -413,20 +513,18 @@ def run_coordinator(args: argparse.Namespace, workers: int, exec_dir: Path) -> R
         warm = {store.create(_new_job(0.0))[0].id for _ in range(2 * workers)}
         done_sql = "SELECT count(*) FROM jobs WHERE status = 'succeeded'"
         _wait_done(url, done_sql, len(warm), 300)
-        for _ in range(args.jobs):
-            store.create(_new_job(args.work))  # the insert's NOTIFY wakes the coordinator
-        ok = _wait_done(url, done_sql, len(warm) + args.jobs, args.timeout)
-        ray.kill(coordinator, no_restart=True)
-        created = {k: v for k, v in _created(url).items() if k not in warm}
         log = exec_log_path(namespace)
         assert log is not None and log.parent == exec_dir
-        execs, first, ends = read_executions(str(log))
-        for job_id in warm:
-            execs.pop(job_id, None)
-            first.pop(job_id, None)
-        ends = [e for e in ends if e >= min(created.values())]
+        killer = _killer(args, log)
+        for _ in range(args.jobs):
+            store.create(_new_job(args.work))  # the insert's NOTIFY wakes the coordinator
+        ok = _wait_done(url, done_sql, len(warm) + args.jobs, args.timeout, _stall(args))
+        _stop(killer)
+        ray.kill(coordinator, no_restart=True)
+        created = {k: v for k, v in _created(url).items() if k not in warm}
+        execs = ExecLog.read(log)
         store.close()
-    return _result("coordinator", workers, args.jobs, created, first, ends, execs, not ok)
+    return _result("coordinator", workers, args.jobs, created, execs, not ok, killer)
 
 
 # -- the whole benchmark -----------------------------------------------------------------
@@ -445,7 +543,30 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         choices=CONTENDERS,
         default=list(CONTENDERS[:3]),
-        help="procrastinate needs benchmarks/requirements.txt",
+        help="procrastinate and serve-celery need benchmarks/requirements.txt",
+    )
+    p.add_argument(
+        "--kill",
+        action="store_true",
+        help="SIGKILL one worker process mid-job once a quarter of the burst is done",
+    )
+    p.add_argument(
+        "--kill-grace",
+        type=float,
+        default=60.0,
+        help="with --kill: stop waiting once no job finished for this long, s (60)",
+    )
+    p.add_argument(
+        "--procrastinate-defer",
+        choices=["batch", "each"],
+        default="batch",
+        help="Procrastinate's burst: one batch_defer statement (default) or a defer per job",
+    )
+    p.add_argument(
+        "--celery-visibility-timeout",
+        type=float,
+        default=None,
+        help="serve-celery: Redis visibility_timeout, s (default Kombu's 3600)",
     )
     p.add_argument("--repeats", type=int, default=1, help="runs per contender; medians reported")
     p.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
@@ -463,6 +584,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         return args
     if args.quick:
         args.jobs, args.poll, args.workers = 40, 0.5, [4]
+    if args.kill and args.work <= 0:
+        p.error("--kill needs --work > 0: a job must be running when its worker is killed")
     return args
 
 
@@ -472,6 +595,7 @@ SUMMARY_KEYS = (
     "jobs_run_more_than_once",
     "jobs_per_s",
     "wall_s",
+    "arrival_s",
 )
 
 
@@ -481,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         return resummarize(args.from_json, args.out)
     before = machine()
     exec_dir = Path(tempfile.mkdtemp(prefix="bench-exec-"))
-    if "coordinator" in args.contenders:
+    uses_ray = bool({"coordinator", "serve-celery"} & set(args.contenders))
+    if uses_ray:
         os.environ["SCRIBBLE_BENCH_EXEC_DIR"] = str(exec_dir)  # inherited by Ray's workers
         ray_init(num_cpus=16)
     runs: list[RunResult] = []
@@ -495,22 +620,25 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_store(args, n)
                 elif contender == "procrastinate":
                     r = run_procrastinate(args, n)
+                elif contender == "serve-celery":
+                    r = run_serve_celery(args, n, exec_dir)
                 else:
                     r = run_coordinator(args, n, exec_dir)
                 runs.append(r)
                 print(
-                    f"rep {rep + 1} {contender:<11} x{n}: {r.done}/{r.jobs} done, "
+                    f"rep {rep + 1} {contender:<13} x{n}: {r.done}/{r.jobs} done, "
                     f"dups {r.duplicate_executions}, {r.jobs_per_s:.1f} jobs/s, "
                     f"p50 {r.pickup['p50_ms']:.0f} ms ({time.monotonic() - t:.0f} s)",
                     flush=True,
                 )
-    if "coordinator" in args.contenders:
+    if uses_ray:
         import ray
 
         with contextlib.suppress(Exception):
             ray.shutdown()
     after = machine()
     name = "incident-quick" if args.quick else f"incident-poll{args.poll:g}-{args.phase}"
+    name += "-kill" if args.kill else ""
     report(vars(args), runs, before, after, args.out or RESULTS / f"{name}.json")
     return 0
 
@@ -530,6 +658,39 @@ def resummarize(path: Path, out: Path | None) -> int:
 
 def _ratio(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or value != value else f"{value:.{digits}f}x"
+
+
+def kill_table(runs: list[RunResult]) -> str:
+    """One row per --kill run: what one SIGKILL mid-job did."""
+    headers = [
+        "contender",
+        "N",
+        "killed mid-job",
+        "completed",
+        "completed >1x",
+        "started >1x",
+        "lost",
+        "recovery s",
+        "wall s",
+    ]
+    rows = []
+    for r in runs:
+        k = r.kill or {}
+        mid = {True: "yes", False: "no (finished first)", None: "no kill"}[k.get("killed_mid_job")]
+        rows.append(
+            [
+                r.contender,
+                r.workers,
+                mid,
+                f"{k.get('completed', r.done)}/{r.jobs}",
+                k.get("completed_more_than_once", "-"),
+                k.get("started_more_than_once", "-"),
+                len(k.get("lost", [])),
+                k.get("recovery_s", float("nan")),
+                r.wall_s,
+            ]
+        )
+    return "\nworker killed mid-job (SIGKILL), per run:\n" + table(headers, rows)
 
 
 def report(
@@ -573,6 +734,7 @@ def report(
         "p95 ms",
         "p99 ms",
         "wall s",
+        "arrival s",
     ]
     rows = [
         [
@@ -589,6 +751,7 @@ def report(
             s["p95_ms"],
             s["p99_ms"],
             s["wall_s"],
+            s["arrival_s"],
         ]
         for s in summary
     ]
@@ -602,6 +765,8 @@ def report(
         f"{after['loadavg'][0]:.1f} after"
     )
     print(table(headers, rows))
+    if any(r.kill is not None for r in runs):
+        print(kill_table(runs))
     result = {
         "benchmark": "incident",
         "params": {k: v for k, v in params.items() if k not in ("out", "from_json")},

@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/plot.py     # writes benchmarks/results/pickup-latency.png
 
-Reads benchmarks/results/incident-*.json (baseline, store claim loop, coordinator)
-and dispatch.json (steady-rate pickups) and draws one empirical CDF per
-contender on a log time axis: how long a job waited from insert to first start.
+Reads benchmarks/results/incident-poll*.json and peers-*.json (baseline, store claim
+loop, coordinator, Procrastinate, Serve + Celery; not the --kill runs) and
+dispatch.json (steady-rate pickups) and draws one empirical CDF per contender on a
+log time axis: how long a job waited from insert to first start.
 """
 
 from __future__ import annotations
@@ -13,15 +14,29 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 from benchmarks.common import RESULTS
 
+# One colour and dash per contender, the same in every panel.
+STYLES: dict[str, tuple[str, Any]] = {
+    "baseline": ("C0", "-"),
+    "store": ("C1", "--"),
+    "coordinator": ("C2", "-."),
+    "procrastinate": ("C3", ":"),
+    "serve-celery": ("C4", (0, (5, 1, 1, 1, 1, 1))),
+    "dispatch-sqlite": ("C5", "-"),
+    "dispatch-postgres": ("C2", "-"),
+}
 
-def _cdf(ax: object, seconds: list[float], label: str, style: str) -> None:
+
+def _cdf(ax: Any, seconds: list[float], label: str, contender: str, workers: int = 4) -> None:
     ms = sorted(max(0.1, 1000 * s) for s in seconds)  # log axis; SQLite ticks in whole ms
     ys = [(i + 1) / len(ms) for i in range(len(ms))]
-    ax.step(ms, ys, where="post", label=label, linestyle=style)  # type: ignore[attr-defined]
+    color, dash = STYLES.get(contender, ("k", "-"))
+    width = 1.2 if workers <= 4 else 2.4  # x8 drawn thicker than x4
+    ax.step(ms, ys, where="post", label=label, color=color, linestyle=dash, linewidth=width)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    incidents = sorted(args.results.glob("incident-poll*.json"))
-    peers = args.results / "peers-noop.json"
+    incidents = [
+        p
+        for p in sorted(args.results.glob("incident-poll*.json"))
+        + sorted(args.results.glob("peers-*.json"))
+        if not p.stem.endswith("-kill")  # a kill run's pickups say nothing about dispatch
+    ]
     dispatch = args.results / "dispatch.json"
-    panels = [*incidents, *(p for p in (peers, dispatch) if p.exists())]
+    panels = [*incidents, *([dispatch] if dispatch.exists() else [])]
     if not panels:
         print("no results to plot: run benchmarks/incident.py and dispatch.py first")
         return 1
@@ -48,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     axes = [ax for row in grid for ax in row]
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    styles = {"baseline": "-", "store": "--", "coordinator": "-.", "procrastinate": ":"}
-    reports = {path: json.loads(path.read_text()) for path in [*incidents, peers] if path.exists()}
-    for ax, path in zip(axes, [*incidents, *([peers] if peers.exists() else [])], strict=False):
+    reports = {path: json.loads(path.read_text()) for path in incidents}
+    for ax, path in zip(axes, incidents, strict=False):
         report = reports[path]
         prm = report["params"]
         drawn = set()
@@ -65,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     label = f"{contender} x{n}" + (
                         f" ({dups} dup execs, {len(runs)} runs)" if dups else ""
                     )
-                    _cdf(ax, seconds, label, styles.get(contender, ":"))
+                    _cdf(ax, seconds, label, contender, n)
                     drawn.add(contender)
         if drawn == {"baseline"}:
             # Only the baseline depends on the poll: borrow the others from a run with the
@@ -85,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                         if r["contender"] == contender and r["workers"] == n
                         for s in r["pickup_s"]
                     ]
-                    _cdf(ax, seconds, f"{contender} x{n} ({other.stem})", styles[contender])
+                    _cdf(ax, seconds, f"{contender} x{n} ({other.stem})", contender, n)
                 break
         load = report["machine_before"]["loadavg"][0]
         title = f"{path.stem}: {prm['jobs']} jobs x {prm['work'] * 1000:.0f} ms" + (
@@ -102,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind, phases in report["runs"].items():
             seconds = [s for r in phases["steady"] for s in r["pickup_s"]]
             if seconds:
-                _cdf(ax, seconds, f"coordinator, {kind} ({len(phases['steady'])} runs)", "-")
+                label = f"coordinator, {kind} ({len(phases['steady'])} runs)"
+                _cdf(ax, seconds, label, f"dispatch-{kind}")
         prm = report["params"]
         load = report["machine_before"]["loadavg"][0]
         ax.axvline(5, color="grey", linewidth=0.8, linestyle=":")

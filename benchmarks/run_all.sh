@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark with the settings BENCHMARKS.md reports, then the chart (about 50 minutes
+# Every benchmark with the settings BENCHMARKS.md reports, then the chart (about 75 minutes
 # on 2 cores). Each script also has --help and --quick. Needs PostgreSQL on 127.0.0.1:5432
 # (user postgres, database test) and: .venv/bin/pip install -r benchmarks/requirements.txt
 set -euo pipefail
@@ -9,7 +9,16 @@ $PY benchmarks/incident.py --contenders baseline                   # 5 s poll, r
 $PY benchmarks/incident.py --poll 0.5 --phase aligned --repeats 3 \
   --contenders baseline store coordinator procrastinate            # timers on one grid
 $PY benchmarks/incident.py --work 0 --jobs 1000 --workers 4 --repeats 3 \
-  --contenders store coordinator procrastinate --out benchmarks/results/peers-noop.json
+  --contenders store coordinator procrastinate serve-celery \
+  --out benchmarks/results/peers-noop.json                         # no-op jobs, with the peers
+$PY benchmarks/incident.py --poll 0.5 --phase aligned --workers 4 --repeats 3 \
+  --contenders baseline store coordinator procrastinate serve-celery \
+  --out benchmarks/results/peers-100ms.json                        # 100 ms jobs, with the peers
+$PY benchmarks/incident.py --kill --poll 0.5 --phase aligned --workers 4 --repeats 2 \
+  --contenders baseline store coordinator procrastinate serve-celery \
+  --out benchmarks/results/kill.json                               # one worker SIGKILLed mid-job
+$PY benchmarks/incident.py --kill --workers 4 --repeats 2 --contenders serve-celery \
+  --celery-visibility-timeout 10 --out benchmarks/results/kill-serve-celery-vt10.json
 $PY benchmarks/dispatch.py --seconds 30 --burst 3000 --store-only 1000 --repeats 3
 $PY benchmarks/dispatch.py --phases steady --rate 25 --seconds 20 \
   --out benchmarks/results/dispatch-25.json

@@ -1,8 +1,9 @@
 """The Coordinator: the one place jobs are claimed and handed to pipeline workers.
 
-Submission wakes the dispatch loop directly (no polling between submit and
-start). Claims run one at a time from that loop, each an atomic statement in
-the store, for a worker that is idle right now. Deaths are learnt from Ray
+A submission claims for an idle worker right after its insert, or wakes the
+dispatch loop, which claims for every idle worker (no polling between submit and
+start). Each claim is one atomic statement in the store, for one reserved idle
+worker, of up to `jobs_per_call` jobs. Deaths are learnt from Ray
 (ActorDiedError) or, for anything Ray cannot see, from expired leases.
 """
 
@@ -14,7 +15,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -49,6 +50,7 @@ class Slot:
     actor: Any
     node: str | None = None  # known once the worker has started
     jobs: list[Job] = field(default_factory=list)
+    claiming: bool = False  # a claim for this worker is in flight
     idle_since: float = field(default_factory=time.monotonic)
 
 
@@ -89,7 +91,11 @@ class Coordinator:
         return self.epoch
 
     async def submit(self, new: NewJob) -> tuple[Job, bool]:
-        """Make the job durable, then wake the dispatcher. Returns (job, created).
+        """Make the job durable, then start work. Returns (job, created).
+
+        With a worker idle, the insert is followed at once, in the same store thread,
+        by the usual claim for that worker (the oldest runnable job, often this one):
+        no hop through the dispatch loop between a job's insert and its start.
 
         Raises AdmissionRefused (HTTP 429) when the owner is over its submission rate or
         its queued-jobs cap; count and insert are serialized per owner, so concurrent
@@ -98,11 +104,33 @@ class Coordinator:
         async with self._admission.lock(new.owner):
             queued = await self._call(self.store.count_queued, new.owner)
             self._admission.admit(new.owner, queued)
-            job, created = await self._call(self.store.create, new)
+            slot = self._idle_slot()
+            with self._claiming(slot):
+                job, created, claimed = await self._call(self._create_then_claim, new, slot)
         if created:
             self._accepted(job)
+        if slot is not None and claimed:
+            self._hand_over(slot, claimed)
+        elif created:
             self._wake.set()
         return job, created
+
+    def _create_then_claim(self, new: NewJob, slot: Slot | None) -> tuple[Job, bool, list[Job]]:
+        """(In a store thread.) A failed claim is not the submission's failure: the
+        job is durable, and the dispatch loop claims it later."""
+        job, created = self.store.create(new)
+        if not created or slot is None:
+            return job, created, []
+        try:
+            return job, created, self._claim_for(slot)
+        except Exception:
+            log.exception("claim after submit failed; left to the dispatch loop")
+            return job, created, []
+
+    def _claim_for(self, slot: Slot) -> list[Job]:
+        return self.store.claim_many(
+            slot.name, slot.node, self.settings.lease_seconds, self.settings.jobs_per_call
+        )
 
     async def submit_many(self, news: list[NewJob]) -> list[tuple[Job, bool]]:
         """A batch in one call: every job durable before any is reported accepted."""
@@ -239,21 +267,32 @@ class Coordinator:
             slot = self._idle_slot()
             if slot is None:
                 return None  # a finishing worker wakes us
-            jobs = await self._call(
-                self.store.claim_many,
-                slot.name,
-                slot.node,
-                self.settings.lease_seconds,
-                self.settings.jobs_per_call,
-            )
+            with self._claiming(slot):
+                jobs = await self._call(self._claim_for, slot)
             if not jobs:
                 self._shrink_idle_pool()
                 return await self._call(self.store.next_due_in)
-            slot.jobs = jobs
-            self.dispatched += len(jobs)
-            for job in jobs:
-                self._claimed(job)
-            self._spawn(self._run(slot, jobs))
+            self._hand_over(slot, jobs)
+
+    @contextlib.contextmanager
+    def _claiming(self, slot: Slot | None) -> Iterator[None]:
+        """Reserve an idle worker while a claim for it is in flight (the dispatch loop
+        and submissions claim concurrently; never two claims for one worker)."""
+        if slot is None:
+            yield
+            return
+        slot.claiming = True
+        try:
+            yield
+        finally:
+            slot.claiming = False
+
+    def _hand_over(self, slot: Slot, jobs: list[Job]) -> None:
+        slot.jobs = jobs
+        self.dispatched += len(jobs)
+        for job in jobs:
+            self._claimed(job)
+        self._spawn(self._run(slot, jobs))
 
     def _claimed(self, job: Job) -> None:
         self._events.record(job.id, Status.RUNNING, job.attempt)
@@ -275,7 +314,10 @@ class Coordinator:
     def _idle_slot(self) -> Slot | None:
         """An idle worker that has started. A claim's lease starts ticking at once, so
         never claim for a worker still starting up (it wakes us when it is ready)."""
-        idle = next((s for s in self._slots if not s.jobs and s.node is not None), None)
+        idle = next(
+            (s for s in self._slots if not s.jobs and not s.claiming and s.node is not None),
+            None,
+        )
         growing = any(s.node is None for s in self._slots)  # grow one worker at a time
         if idle is None and not growing and len(self._slots) < self.settings.pool_max:
             self._add_worker()
@@ -435,7 +477,8 @@ class Coordinator:
         for slot in list(self._slots):
             if len(self._slots) <= self.settings.pool_min:
                 return
-            if not slot.jobs and now - slot.idle_since > self.settings.pool_idle_seconds:
+            idle = not slot.jobs and not slot.claiming
+            if idle and now - slot.idle_since > self.settings.pool_idle_seconds:
                 self._slots.remove(slot)
                 ray.kill(slot.actor, no_restart=True)
 

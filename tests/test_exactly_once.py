@@ -159,6 +159,9 @@ def test_second_coordinator_on_the_same_database_claims_nothing_twice(
             "namespace": second_ns,
             "pool_min": 2,
             "pool_max": 2,
+            # On SQLite (no LISTEN) the twin only sees jobs when it polls: poll often,
+            # so it races the first coordinator for the backlog all along.
+            "fallback_poll_seconds": 0.05,
             **FAST_RETRY,
         }
     )
@@ -166,7 +169,8 @@ def test_second_coordinator_on_the_same_database_claims_nothing_twice(
     try:
         ray.get(twin.ping.remote())
         with ThreadPoolExecutor(16) as pool:
-            ids = list(pool.map(lambda _: submit(scripted, "sleep:0.02"), range(300)))
+            # Slower work than submissions arrive: a backlog both can claim from.
+            ids = list(pool.map(lambda _: submit(scripted, "sleep:0.1"), range(300)))
             jobs = list(pool.map(scripted.wait_final, ids))
     finally:
         ray.kill(twin, no_restart=True)
