@@ -21,9 +21,11 @@ PostgreSQL schema and run to completion by, in turn:
                 @task_consumer deployment, Celery over Redis, concurrency 1 per
                 replica (benchmarks/peer_serve_celery.py); the producer enqueues
                 through the adapter.
-  coordinator   the real Coordinator actor with a pool of N pipeline workers and the
-                benchmarks.plugins:noop renderer sleeping --work per job (plus the
-                real PNG + PDF stages); jobs inserted into its store wake it.
+  coordinator   the real Coordinator actor with a pool of N pipeline workers running
+                the no-op pipeline (benchmarks.plugins:noop_stages: the job sleeps
+                --work and logs its execution, like the peers' jobs; no PNG or PDF),
+                --jobs-per-call jobs per claim and actor call; jobs inserted into its
+                store wake it.
 
 Every execution is recorded independently of the system under test (a row per
 execution for the processes, a line per render for the pipeline workers), so a
@@ -491,6 +493,8 @@ def run_coordinator(args: argparse.Namespace, workers: int, exec_dir: Path) -> R
                 "data_dir": data,
                 "store_url": url,
                 "renderer": "benchmarks.plugins:noop",
+                "stages": "benchmarks.plugins:noop_stages",
+                "jobs_per_call": args.jobs_per_call,
                 "namespace": namespace,
                 "pool_min": workers,
                 "pool_max": workers,
@@ -509,7 +513,7 @@ def run_coordinator(args: argparse.Namespace, workers: int, exec_dir: Path) -> R
             if len(slots) >= workers and all(s["node"] for s in slots):
                 break
             time.sleep(0.2)
-        # Warm-up: a service is warm; each pipeline worker's first PNG/PDF loads libraries.
+        # Warm-up: a service is warm (every pipeline worker has run a job).
         warm = {store.create(_new_job(0.0))[0].id for _ in range(2 * workers)}
         done_sql = "SELECT count(*) FROM jobs WHERE status = 'succeeded'"
         _wait_done(url, done_sql, len(warm), 300)
@@ -567,6 +571,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="serve-celery: Redis visibility_timeout, s (default Kombu's 3600)",
+    )
+    p.add_argument(
+        "--jobs-per-call", type=int, default=1, help="the coordinator's jobs_per_call (1)"
     )
     p.add_argument("--repeats", type=int, default=1, help="runs per contender; medians reported")
     p.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")

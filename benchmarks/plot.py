@@ -4,7 +4,7 @@
 
 Reads benchmarks/results/incident-poll*.json and peers-*.json (baseline, store claim
 loop, coordinator, Procrastinate, Serve + Celery; not the --kill runs) and
-dispatch.json (steady-rate pickups) and draws one empirical CDF per contender on a
+dispatch-steady.json (steady-rate pickups) and draws one empirical CDF per contender on a
 log time axis: how long a job waited from insert to first start.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ STYLES: dict[str, tuple[str, Any]] = {
     "baseline": ("C0", "-"),
     "store": ("C1", "--"),
     "coordinator": ("C2", "-."),
+    "coordinator k>1": ("C6", "-."),
     "procrastinate": ("C3", ":"),
     "serve-celery": ("C4", (0, (5, 1, 1, 1, 1, 1))),
     "dispatch-sqlite": ("C5", "-"),
@@ -39,6 +41,24 @@ def _cdf(ax: Any, seconds: list[float], label: str, contender: str, workers: int
     ax.step(ms, ys, where="post", label=label, color=color, linestyle=dash, linewidth=width)
 
 
+def _draw_incident(ax: Any, report: dict[str, Any], drawn: set[Any], overlay: bool) -> None:
+    prm = report["params"]
+    k = prm.get("jobs_per_call", 1)
+    for n in prm["workers"]:
+        # An overlay adds its coordinator; its peers are already in the panel.
+        for contender in ["coordinator"] if overlay else prm["contenders"]:
+            runs = [r for r in report["runs"] if r["contender"] == contender and r["workers"] == n]
+            seconds = [s for r in runs for s in r["pickup_s"]]
+            if not seconds:
+                continue
+            dups = sum(r["duplicate_executions"] for r in runs)
+            batched = contender == "coordinator" and k > 1
+            label = f"{contender} x{n}" + (f" k={k}" if batched else "")
+            label += f" ({dups} dup execs, {len(runs)} runs)" if dups else ""
+            _cdf(ax, seconds, label, "coordinator k>1" if batched else contender, n)
+            drawn.add(contender)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=RESULTS)
@@ -50,13 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    incidents = [
-        p
-        for p in sorted(args.results.glob("incident-poll*.json"))
-        + sorted(args.results.glob("peers-*.json"))
-        if not p.stem.endswith("-kill")  # a kill run's pickups say nothing about dispatch
-    ]
-    dispatch = args.results / "dispatch.json"
+    # A run saved as <name>-k<N>.json (the coordinator with N jobs per claim) adds its
+    # coordinator to <name>'s panel.
+    overlays: dict[Path, list[Path]] = {}
+    for path in sorted(args.results.glob("incident-poll*.json")) + sorted(
+        args.results.glob("peers-*.json")
+    ):
+        base = path.with_name(re.sub(r"-k\d+$", "", path.stem) + ".json")
+        overlays.setdefault(base if base.exists() else path, []).append(path)
+    incidents = sorted(overlays)
+    dispatch = args.results / "dispatch-steady.json"
     panels = [*incidents, *([dispatch] if dispatch.exists() else [])]
     if not panels:
         print("no results to plot: run benchmarks/incident.py and dispatch.py first")
@@ -67,24 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     axes = [ax for row in grid for ax in row]
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    reports = {path: json.loads(path.read_text()) for path in incidents}
+    reports = {p: json.loads(p.read_text()) for paths in overlays.values() for p in paths}
     for ax, path in zip(axes, incidents, strict=False):
         report = reports[path]
         prm = report["params"]
         drawn = set()
-        for n in prm["workers"]:
-            for contender in prm["contenders"]:
-                runs = [
-                    r for r in report["runs"] if r["contender"] == contender and r["workers"] == n
-                ]
-                seconds = [s for r in runs for s in r["pickup_s"]]
-                if seconds:
-                    dups = sum(r["duplicate_executions"] for r in runs)
-                    label = f"{contender} x{n}" + (
-                        f" ({dups} dup execs, {len(runs)} runs)" if dups else ""
-                    )
-                    _cdf(ax, seconds, label, contender, n)
-                    drawn.add(contender)
+        for run_file in overlays[path]:
+            _draw_incident(ax, reports[run_file], drawn, overlay=run_file != path)
         if drawn == {"baseline"}:
             # Only the baseline depends on the poll: borrow the others from a run with the
             # same jobs and work (named in the legend).
@@ -121,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = [s for r in phases["steady"] for s in r["pickup_s"]]
             if seconds:
                 label = f"coordinator, {kind} ({len(phases['steady'])} runs)"
-                _cdf(ax, seconds, label, f"dispatch-{kind}")
+                _cdf(ax, seconds, label, f"dispatch-{kind.split()[0]}")
         prm = report["params"]
         load = report["machine_before"]["loadavg"][0]
         ax.axvline(5, color="grey", linewidth=0.8, linestyle=":")

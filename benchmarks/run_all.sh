@@ -11,18 +11,24 @@ $PY benchmarks/incident.py --poll 0.5 --phase aligned --repeats 3 \
 $PY benchmarks/incident.py --work 0 --jobs 1000 --workers 4 --repeats 3 \
   --contenders store coordinator procrastinate serve-celery \
   --out benchmarks/results/peers-noop.json                         # no-op jobs, with the peers
+$PY benchmarks/incident.py --work 0 --jobs 1000 --workers 4 --repeats 3 \
+  --contenders coordinator --jobs-per-call 16 \
+  --out benchmarks/results/peers-noop-k16.json                     # the same, 16 jobs per claim
 $PY benchmarks/incident.py --poll 0.5 --phase aligned --workers 4 --repeats 3 \
   --contenders baseline store coordinator procrastinate serve-celery \
   --out benchmarks/results/peers-100ms.json                        # 100 ms jobs, with the peers
+$PY benchmarks/incident.py --poll 0.5 --phase aligned --workers 4 --repeats 3 \
+  --contenders coordinator procrastinate serve-celery --jobs-per-call 4 \
+  --out benchmarks/results/peers-100ms-k4.json                     # the same, 4 jobs per claim
 $PY benchmarks/incident.py --kill --poll 0.5 --phase aligned --workers 4 --repeats 2 \
   --contenders baseline store coordinator procrastinate serve-celery \
   --out benchmarks/results/kill.json                               # one worker SIGKILLed mid-job
 $PY benchmarks/incident.py --kill --workers 4 --repeats 2 --contenders serve-celery \
   --celery-visibility-timeout 10 --out benchmarks/results/kill-serve-celery-vt10.json
-$PY benchmarks/dispatch.py --seconds 30 --burst 3000 --store-only 1000 --repeats 3
-$PY benchmarks/dispatch.py --phases steady --rate 25 --seconds 20 \
-  --out benchmarks/results/dispatch-25.json
-$PY benchmarks/claim_batch.py --claims 1000 --k 4 16 --repeats 3
+$PY benchmarks/dispatch.py --phases store-only burst --repeats 3 \
+  --out benchmarks/results/dispatch-burst.json                     # 5,000 jobs, k = 1 and 16
+$PY benchmarks/dispatch.py --phases steady --jobs-per-call 1 --repeats 3 \
+  --out benchmarks/results/dispatch-steady.json                    # 100 jobs/s for 60 s
 $PY benchmarks/http_path.py --requests 600 --repeats 3
 $PY benchmarks/e2e.py --jobs 100 --repeats 3
 $PY benchmarks/plot.py

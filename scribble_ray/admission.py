@@ -1,18 +1,21 @@
 """Per-owner admission: submissions per minute (a token bucket) and queued jobs per owner.
 
-Pure asyncio, no Ray: the Coordinator holds one `Admission`, because it sees every
-replica's submissions. A refusal is an `AdmissionRefused` the ingress maps to 429.
+No Ray, no I/O: the Coordinator holds one `Admission`, because it sees every
+replica's submissions, and checks it in its store threads, next to the count it
+needs. A refusal is an `AdmissionRefused` the ingress maps to 429.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 QUEUE_FULL_RETRY_SECONDS = 5
+T = TypeVar("T")
 
 
 class AdmissionRefused(Exception):
@@ -55,15 +58,26 @@ class Admission:
     ) -> None:
         self.per_minute, self.max_queued, self._clock = per_minute, max_queued, clock
         self._buckets: dict[str, TokenBucket] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._mutex = threading.Lock()  # admit runs in the coordinator's store threads
         self.refused = 0
 
-    def lock(self, owner: str) -> asyncio.Lock:
-        """Held around count-then-insert, so concurrent submissions cannot overshoot the cap."""
-        return self._locks.setdefault(owner, asyncio.Lock())
+    def admit_then(self, owner: str, count_queued: Callable[[], int], insert: Callable[[], T]) -> T:
+        """Count `owner`'s queued jobs, admit one more, insert it: all under the owner's
+        lock, so concurrent submissions (many threads, many replicas) cannot overshoot
+        the cap. Raises AdmissionRefused before inserting anything."""
+        with self._mutex:
+            lock = self._locks.setdefault(owner, threading.Lock())
+        with lock:
+            self.admit(owner, count_queued())
+            return insert()
 
     def admit(self, owner: str, queued: int) -> None:
         """Raise AdmissionRefused, or count one submission of `owner` (`queued` now queued)."""
+        with self._mutex:
+            self._admit(owner, queued)
+
+    def _admit(self, owner: str, queued: int) -> None:
         if queued >= self.max_queued:
             self.refused += 1
             raise AdmissionRefused(

@@ -101,24 +101,25 @@ class Coordinator:
         its queued-jobs cap; count and insert are serialized per owner, so concurrent
         submissions through many replicas cannot overshoot the cap.
         """
-        async with self._admission.lock(new.owner):
-            queued = await self._call(self.store.count_queued, new.owner)
-            self._admission.admit(new.owner, queued)
-            slot = self._idle_slot()
-            with self._claiming(slot):
-                job, created, claimed = await self._call(self._create_then_claim, new, slot)
+        slot = self._idle_slot()
+        with self._claiming(slot):
+            job, created, claimed = await self._call(self._admit_then_claim, new, slot)
         if created:
             self._accepted(job)
         if slot is not None and claimed:
             self._hand_over(slot, claimed)
-        elif created:
-            self._wake.set()
+        if created and all(j.id != job.id for j in claimed):
+            self._wake.set()  # not claimed here (perhaps an older job was): the loop's turn
         return job, created
 
-    def _create_then_claim(self, new: NewJob, slot: Slot | None) -> tuple[Job, bool, list[Job]]:
-        """(In a store thread.) A failed claim is not the submission's failure: the
-        job is durable, and the dispatch loop claims it later."""
-        job, created = self.store.create(new)
+    def _admit_then_claim(self, new: NewJob, slot: Slot | None) -> tuple[Job, bool, list[Job]]:
+        """(In a store thread: one hop per submission.) Only count and insert hold the
+        owner's lock; the claim runs beside other submissions. A failed claim is not
+        the submission's failure: the job is durable, and the dispatch loop claims it
+        later."""
+        job, created = self._admission.admit_then(
+            new.owner, lambda: self.store.count_queued(new.owner), lambda: self.store.create(new)
+        )
         if not created or slot is None:
             return job, created, []
         try:

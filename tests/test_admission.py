@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 
 import pytest
 
@@ -63,3 +64,28 @@ def test_count_queued_counts_one_owners_queued_jobs(store: JobStore) -> None:
     store.cancel(next(j.id for j in store.list_jobs(owner="b")))
     assert store.count_queued(claimed.owner) == (2 if claimed.owner == "a" else 0)
     assert store.count_queued("b") == 0
+
+
+def test_racing_submissions_cannot_overshoot_the_queued_cap(store: JobStore) -> None:
+    """16 threads released together, each count-admit-insert through `admit_then`
+    against the real store: exactly `max_queued` are inserted, the rest refused."""
+    admission = Admission(per_minute=1_000, max_queued=5)
+    barrier = threading.Barrier(16)
+    refused: list[str] = []
+
+    def submit() -> None:
+        barrier.wait()
+        try:
+            admission.admit_then(
+                "a", lambda: store.count_queued("a"), lambda: store.create(new_job(owner="a"))
+            )
+        except AdmissionRefused as error:
+            refused.append(error.code)
+
+    threads = [threading.Thread(target=submit) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.count_queued("a") == 5
+    assert refused == ["too_many_queued_jobs"] * 11
