@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from pypdf import PdfReader
 
 from scribble_ray.client import ApiError, AsyncClient
 from tests.conftest import DATA, Service, start_service, stop_service
+from tests.fake_sse import TOKEN, ClosedEarlyEvents
 from tests.test_e2e import PAGE_POINTS
 from tests.test_exactly_once import FAST_RETRY
 from tests.test_waiting_and_batch import requests_counted
@@ -139,33 +139,16 @@ def test_concurrent_jobs_with_gather(svc: Service) -> None:
 
 def test_wait_reconnects_without_repeating_changes() -> None:
     """A stream the server closes before the end is followed by a new one (no service)."""
-    streams = [
-        [("status", {"status": "queued", "attempt": 0})],
-        [
-            ("status", {"status": "queued", "attempt": 0}),  # replayed by the server
-            ("status", {"status": "running", "attempt": 1}),
-            ("status", {"status": "succeeded", "attempt": 1}),
-            ("job", {"id": "j", "status": "succeeded"}),
-        ],
-    ]
-    served: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/jobs/j/events"
-        assert request.headers["authorization"] == "Bearer t0ken"
-        events = streams[len(served)]
-        served.append(request)
-        body = "".join(f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in events)
-        return httpx.Response(200, text=f"retry: 1000\n\n{body}")
+    events = ClosedEarlyEvents()
 
     async def main() -> tuple[dict[str, Any], list[str]]:
         changes: list[str] = []
-        async with AsyncClient("http://test", token="t0ken") as client:
+        async with AsyncClient("http://test", token=TOKEN) as client:
             await client.http.aclose()
             client.http = httpx.AsyncClient(
                 base_url="http://test",
                 headers=client.http.headers,
-                transport=httpx.MockTransport(handler),
+                transport=httpx.MockTransport(events),
             )
             job = await client.wait(
                 "j", timeout=30, on_change=lambda c: changes.append(c["status"])
@@ -174,5 +157,5 @@ def test_wait_reconnects_without_repeating_changes() -> None:
 
     job, changes = asyncio.run(main())
     assert job == {"id": "j", "status": "succeeded"}
-    assert len(served) == 2
+    assert len(events.served) == 2
     assert changes == ["queued", "running", "succeeded"]

@@ -3,7 +3,6 @@ per-owner limits answer 429, and schemathesis fuzzes the OpenAPI schema without 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
 from scribble_ray.client import Client
 from tests.bad_input_corpus import CASES, Case, good_png
 from tests.conftest import ROOT, Service, start_service, stop_service
+from tests.fake_sse import TOKEN, ClosedEarlyEvents
 
 TOKENS = {
     "alice": "alice-token-0123456789",
@@ -174,35 +174,17 @@ def test_request_timeout_is_configured() -> None:
 def test_client_wait_outlives_streams_closed_before_the_request_timeout() -> None:
     """The server closes an SSE stream after SSE_MAX_SECONDS; Client.wait reconnects, and
     reports each change once (a new stream replays the history)."""
-    streams = [
-        [("status", {"status": "queued", "attempt": 0})],  # closed early, no final job
-        [
-            ("status", {"status": "queued", "attempt": 0}),
-            ("status", {"status": "running", "attempt": 1}),
-            ("status", {"status": "succeeded", "attempt": 1}),
-            ("job", {"id": "j", "status": "succeeded"}),
-        ],
-    ]
-    served = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/jobs/j/events"
-        assert request.headers["authorization"] == "Bearer t0ken"
-        events = streams[len(served)]
-        served.append(request)
-        body = "".join(f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in events)
-        return httpx.Response(200, text=f"retry: 1000\n\n{body}")
-
+    events = ClosedEarlyEvents()
     changes: list[str] = []
-    with Client("http://test", token="t0ken") as client:
+    with Client("http://test", token=TOKEN) as client:
         client.http = httpx.Client(
             base_url="http://test",
             headers=client.http.headers,
-            transport=httpx.MockTransport(handler),
+            transport=httpx.MockTransport(events),
         )
         job = client.wait("j", timeout=30, on_change=lambda c: changes.append(c["status"]))
     assert job == {"id": "j", "status": "succeeded"}
-    assert len(served) == 2
+    assert len(events.served) == 2
     assert changes == ["queued", "running", "succeeded"]
 
 
