@@ -75,27 +75,25 @@ class Admission:
     def admit(self, owner: str, queued: int) -> None:
         """Raise AdmissionRefused, or count one submission of `owner` (`queued` now queued)."""
         with self._mutex:
-            self._admit(owner, queued)
-
-    def _admit(self, owner: str, queued: int) -> None:
-        if queued >= self.max_queued:
-            self.refused += 1
-            raise AdmissionRefused(
-                "too_many_queued_jobs",
-                f"{queued} of your jobs are queued (the limit is {self.max_queued}); "
-                "wait for some to finish",
-                QUEUE_FULL_RETRY_SECONDS,
-            )
-        now = self._clock()
-        bucket = self._buckets.get(owner)
-        if bucket is None:
-            bucket = TokenBucket(self.per_minute, self.per_minute / 60.0, self.per_minute, now)
-            self._buckets[owner] = bucket
-        wait = bucket.take(now)
-        if wait > 0:
-            self.refused += 1
-            raise AdmissionRefused(
-                "rate_limited",
-                f"at most {self.per_minute} submissions per minute; retry in {math.ceil(wait)} s",
-                max(1, math.ceil(wait)),
-            )
+            if queued >= self.max_queued:
+                self.refused += 1
+                raise AdmissionRefused(
+                    "too_many_queued_jobs",
+                    f"{queued} of your jobs are queued (the limit is {self.max_queued}); "
+                    "wait for some to finish",
+                    QUEUE_FULL_RETRY_SECONDS,
+                )
+            now = self._clock()
+            bucket = self._buckets.get(owner)
+            if bucket is None:
+                bucket = TokenBucket(self.per_minute, self.per_minute / 60.0, self.per_minute, now)
+                self._buckets[owner] = bucket
+            wait = bucket.take(now)
+            if wait > 0:
+                self.refused += 1
+                raise AdmissionRefused(
+                    "rate_limited",
+                    f"at most {self.per_minute} submissions per minute; "
+                    f"retry in {math.ceil(wait)} s",
+                    max(1, math.ceil(wait)),
+                )
